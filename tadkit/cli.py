@@ -1,0 +1,134 @@
+"""The ``tadkit`` command line: one group, one sub-command per stage.
+
+Stage commands live next to their stage (``tadkit/<stage>/cli.py``) and are
+imported lazily, so ``tadkit --help`` stays fast and a stage's heavy imports
+(torch, decord, OpenCV) are paid only by the command that needs them.
+
+Expected problems raise :class:`tadkit.errors.TadkitError` (or a click usage
+error); :func:`main` prints them as one ``error: ...`` line and exits non-zero.
+``--debug`` re-raises them with their traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+
+from tadkit import __version__
+from tadkit.errors import TadkitError
+
+#: command name -> "module:attribute" of a click command; imported on first use.
+STAGE_COMMANDS: dict[str, str] = {
+    "extract": "tadkit.extract.cli:extract",
+    "detect": "tadkit.detect.cli:detect",
+    "evaluate": "tadkit.evaluate.cli:evaluate",
+    "data": "tadkit.data.cli:data",
+    "demo": "tadkit.demo:demo",
+}
+
+
+class _LazyGroup(click.Group):
+    """A click group whose stage commands are imported when first used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx)) | set(self._available())
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        target = STAGE_COMMANDS.get(name)
+        if target is None or name not in self._available():
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    @staticmethod
+    def _available() -> list[str]:
+        """Stage commands whose module is installed (stages land one by one)."""
+        found = []
+        for name, target in STAGE_COMMANDS.items():
+            module = target.split(":")[0]
+            if importlib.util.find_spec(module) is not None:
+                found.append(name)
+        return found
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tadkit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Temporal action detection: extract features, detect actions, evaluate them."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print provenance and shapes as JSON.")
+@click.option("--limit", type=int, default=20, show_default=True,
+              help="Videos listed in the text view (all are in --json).")
+def info(path: str, as_json: bool, limit: int) -> None:
+    """Print a feature store's provenance and per-video shapes."""
+    from tadkit.data.features import FeatureStore
+
+    store = FeatureStore.open(path)
+    summary = store.summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    prov = summary["provenance"]
+    click.echo(f"feature store: {store.root}")
+    for key in ("backbone", "streams", "feature_dim", "fps", "clip_len", "stride",
+                "weights", "preprocessing", "extras", "tadkit_version", "format_version"):
+        click.echo(f"  {key:15s} {prov.get(key)}")
+    videos = summary["videos"]
+    click.echo(f"  videos          {len(videos)}")
+    for vid, shapes in list(videos.items())[:limit]:
+        parts = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in shapes.items())
+        click.echo(f"    {vid}: {parts}")
+    if len(videos) > limit:
+        click.echo(f"    ... {len(videos) - limit} more (use --json for all)")
+    if summary["failures"]:
+        click.echo(f"  failed videos   {len(summary['failures'])}")
+        for vid, reason in list(summary["failures"].items())[:limit]:
+            click.echo(f"    {vid}: {reason}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tadkit`` console script; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="tadkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+        return exc.exit_code
+    except (TadkitError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if debug:
+            raise
+        click.echo(f"error: {_one_line(str(exc))}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    return 0
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Typed configuration: dataclasses filled from YAML and ``--set`` overrides.
+
+A config is a (nested) dataclass with defaults. :func:`load_config` merges,
+in order, the defaults, a YAML file and ``key.path=value`` overrides, checking
+every key and type on the way:
+
+>>> cfg = load_config(TrainConfig, "configs/mltpn/thumos14.yaml",
+...                   overrides=["optim.lr=0.01", "epochs=20"])
+
+Unknown keys, wrong types and malformed overrides raise
+:class:`tadkit.errors.ConfigError` naming the offending key (and the file).
+Override values are parsed as YAML scalars/lists (``lr=1e-3``,
+``milestones=[10,20]``, ``name=null``). :func:`save_config` writes the
+resolved config so every run can be reproduced from its output directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, TypeVar, Union
+
+import yaml
+
+from tadkit.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None,
+                overrides: Iterable[str] = ()) -> T:
+    """Build a ``cls`` instance from defaults, an optional YAML file and overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        data = _read_yaml(Path(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(data, key.split("."), value)
+    return from_dict(cls, data, source=source)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``"a.b=value"`` into ``("a.b", parsed value)``."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r} ({exc})") from None
+    return key, value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config", _prefix: str = "") -> T:
+    """Instantiate dataclass ``cls`` from a mapping, checking keys and types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: {_prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = _prefix + str(unknown[0])
+        raise ConfigError(f"{source}: unknown key {key!r} (valid keys here: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{_prefix}{name}", source)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field without default was not given
+        raise ConfigError(f"{source}: {_prefix or 'config'}: {exc}") from None
+    except ValueError as exc:  # __post_init__ validation
+        raise ConfigError(f"{source}: {_prefix or 'config'}: {exc}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data (YAML/JSON-able) view of a config dataclass."""
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(cfg)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (loadable again with :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# --------------------------------------------------------------------------- helpers
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {k!r} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    """Check ``value`` against type ``tp``; returns the (possibly converted) value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail() -> ConfigError:
+        return ConfigError(f"{source}: key {key!r} expects {_type_name(tp)}, got {value!r}")
+
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, source=source, _prefix=key + ".") if isinstance(value, Mapping) else _raise(fail())
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key, source)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise fail()
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{source}: key {key!r} must be one of {list(args)}, got {value!r}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise fail()
+            return tuple(_coerce(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        out = [_coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(out) if (origin is tuple or tp is tuple) else out
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise fail()
+        vt = args[1] if args else Any
+        return {k: _coerce(vt, v, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail()
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise fail()
+    return value
+
+
+def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
