@@ -1,0 +1,78 @@
+"""``tadkit evaluate``: official detection mAP or proposal AR@AN from files."""
+from __future__ import annotations
+
+import click
+
+from tadkit.errors import InputError
+
+
+@click.command()
+@click.option("--dataset", "dataset", default="anet", show_default=True,
+              help="Protocol: anet, hacs or thumos14 (thresholds, default subset).")
+@click.option("--gt", "gt_path", required=True, type=click.Path(dir_okay=False),
+              help="Ground truth: ActivityNet/HACS/THUMOS14 JSON, results-style JSON or CSV.")
+@click.option("--pred", "pred_path", required=True, type=click.Path(dir_okay=False),
+              help="Predictions: official results JSON or CSV video,start,end,label,score.")
+@click.option("--subset", default=None,
+              help="Ground-truth subset (validation/val/Validation, test/testing, ...). "
+                   "Default: the protocol's.")
+@click.option("--task", type=click.Choice(["detection", "proposal"]), default="detection",
+              show_default=True)
+@click.option("--tiou", "tiou", default=None,
+              help="Custom tIoU thresholds, e.g. 0.3,0.5,0.7 or 0.5:0.95:0.05 (all averaged).")
+@click.option("--blocked", "blocked_path", type=click.Path(dir_okay=False), default=None,
+              help="Videos to exclude: a JSON list of ids or one id per line.")
+@click.option("--ambiguous", type=click.Choice(["anet-style", "official"]), default="anet-style",
+              show_default=True,
+              help="THUMOS14 Ambiguous rule: ignore them, or drop false positives overlapping them.")
+@click.option("--ambiguous-file", type=click.Path(dir_okay=False), default=None,
+              help="Ambiguous segments, 'video start end' per line (e.g. Ambiguous_test.txt).")
+@click.option("--max-proposals", type=float, default=100.0, show_default=True,
+              help="Proposals: the largest average number per video (AN) of the AR-AN curve.")
+@click.option("--strict-ids", is_flag=True,
+              help="Do not match video ids that differ only by a 'v_' prefix.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write machine-readable results (fractions) here.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Report folder: per-class CSV, PR curves / AR-AN curve PNG.")
+@click.option("--timelines", type=int, default=0, show_default=True,
+              help="With --out: draw detection timelines of this many videos.")
+@click.option("--worst", type=int, default=5, show_default=True,
+              help="List this many lowest-AP classes in the terminal table.")
+def evaluate(dataset, gt_path, pred_path, subset, task, tiou, blocked_path, ambiguous,
+             ambiguous_file, max_proposals, strict_ids, json_path, out_dir, timelines, worst):
+    """Evaluate detections (mAP) or proposals (AR@AN, AUC) with the official algorithm."""
+    from tadkit.evaluate.io import load_ground_truth, load_predictions, load_video_list
+    from tadkit.evaluate.protocols import get_protocol, parse_thresholds
+    from tadkit.evaluate.report import (format_detection_table, format_proposal_table,
+                                        write_json, write_report)
+
+    protocol = get_protocol(dataset)
+    if tiou:
+        protocol = protocol.with_thresholds(parse_thresholds(tiou))
+    if ambiguous == "official" and protocol.name != "thumos14":
+        raise InputError(None, "--ambiguous official is the THUMOS14 rule; use --dataset thumos14")
+    gt = load_ground_truth(gt_path, subset=subset or protocol.subset, ambiguous_file=ambiguous_file)
+    if ambiguous == "official" and (gt.ambiguous is None or len(gt.ambiguous) == 0):
+        raise InputError(gt_path, "--ambiguous official needs Ambiguous segments: the ground truth "
+                                  "has none; pass --ambiguous-file (e.g. Ambiguous_test.txt)")
+    preds = load_predictions(pred_path, require_label=(task == "detection"))
+    blocked = load_video_list(blocked_path) if blocked_path else ()
+    if task == "detection":
+        result = protocol.evaluate_detection(gt, preds, blocked=blocked, ambiguous=ambiguous,
+                                             match_v_prefix=not strict_ids,
+                                             keep_curves=out_dir is not None)
+        click.echo(format_detection_table(result, worst=worst))
+    else:
+        if max_proposals <= 0:
+            raise click.BadParameter("must be > 0", param_hint="--max-proposals")
+        result = protocol.evaluate_proposals(gt, preds, blocked=blocked,
+                                             max_avg_nr_proposals=max_proposals,
+                                             match_v_prefix=not strict_ids)
+        click.echo(format_proposal_table(result))
+    if json_path:
+        write_json(result, json_path)
+        click.echo(f"wrote {json_path}")
+    if out_dir:
+        files = write_report(result, out_dir, gt=gt, preds=preds, timelines=timelines)
+        click.echo(f"wrote {len(files)} report files to {out_dir}")
