@@ -104,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="tadkit", standalone_mode=False)
+        result = cli.main(args=args, prog_name="tadkit", standalone_mode=False)
+        # A command that raises click.exceptions.Exit(code) (e.g. extract's exit 3 when some videos
+        # failed) is returned as its code by click in non-standalone mode.
+        if isinstance(result, int) and not isinstance(result, bool):
+            return result
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

@@ -60,6 +60,24 @@ def resample_indices(num_source_frames: int, source_fps: float, target_fps: floa
     return np.minimum(idx, num_source_frames - 1)
 
 
+def resample_timestamps(frame_times: np.ndarray, duration: float, target_fps: float) -> np.ndarray:
+    """Source frame index for every frame of a variable-frame-rate video resampled to ``target_fps``.
+
+    ``frame_times`` are the source frames' presentation times in seconds
+    (sorted). Target frame ``k`` (time ``k / target_fps``) takes the last
+    source frame shown at or before that time (the first frame before it
+    starts). ``duration`` (seconds) sets the number of target frames as in
+    :func:`num_sampled_frames`.
+    """
+    t = np.asarray(frame_times, dtype=np.float64)
+    if t.ndim != 1 or len(t) == 0:
+        raise ValueError("a video needs at least one frame time")
+    n = num_sampled_frames(duration, target_fps)
+    target = np.arange(n) / target_fps
+    idx = np.searchsorted(t, target + 1e-6, side="right") - 1  # decoders round times to ~1e-7 s
+    return np.clip(idx, 0, len(t) - 1).astype(np.int64)
+
+
 # --------------------------------------------------------------------------- snippets
 def snippet_starts(num_frames: int, clip_len: int, stride: int) -> np.ndarray:
     """First frame of every snippet, covering all ``num_frames`` frames.

@@ -1,0 +1,186 @@
+"""Video backbones: ``build(name)`` -> an eval-ready module with ``extract_features``.
+
+>>> model = build("i3d_rgb")                       # random weights, bn_eps=1e-3
+>>> load_checkpoint(model, "rgb_imagenet.pt")       # layout detected from the keys
+>>> model.extract_features(clips)                   # [B, 3, 16, 224, 224] -> [B, 1024]
+
+Names (spec ``shared/specs/backbones.md``): ``i3d_rgb``, ``i3d_flow``.
+A *family* groups the per-stream models of a multi-stream backbone: the
+two-stream ``i3d`` feature is ``cat(rgb, flow)`` (2048), streams in the order
+given (RGB first by convention). Checkpoints are only ever read from local
+files the user names, with ``torch.load(weights_only=True)``: a file that needs
+arbitrary pickle code to load is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from tadkit.errors import ConfigError, InputError
+from tadkit.registry import Registry
+
+from . import i3d as _i3d
+from . import mfe as _mfe
+from . import r2plus1d as _r2plus1d
+from . import slowfast as _slowfast
+from . import tsn as _tsn
+
+#: name -> builder returning an ``nn.Module`` with ``extract_features``.
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A (possibly multi-stream) backbone as the extractor sees it.
+
+    ``models`` maps a stream (``rgb``/``flow``) to its registered model name;
+    ``stream_dim`` is each stream's feature size; ``clip_len``/``stride`` are
+    frames at the sample fps; ``recipes`` names the preprocessing recipes
+    (:mod:`tadkit.extract.transforms`), the first being the default.
+    """
+
+    name: str
+    models: Mapping[str, str]
+    stream_dim: int
+    clip_len: int
+    stride: int
+    recipes: tuple[str, ...]
+    checkpoint_formats: tuple[str, ...] = ()
+    notes: str = ""
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+
+FAMILIES: Registry[Family] = Registry("backbone family")
+
+
+def build(name: str, **kw: Any) -> nn.Module:
+    """Model ``name`` with random weights, in eval mode; ``kw`` go to its builder."""
+    model = BACKBONES.get(name)(**kw)
+    return model.eval()
+
+
+def family(name: str) -> Family:
+    """The :class:`Family` ``name`` (``ConfigError`` listing the known ones)."""
+    return FAMILIES.get(name)
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, fmt: str = "auto", **kw: Any) -> str:
+    """Load the local checkpoint ``path`` into ``model``; returns the detected layout.
+
+    ``fmt`` names the key layout (for I3D ``piergiaj`` or ``hassony2``;
+    ``auto`` detects it). Extra ``kw`` go to the model's loader (I3D:
+    ``bn_eps``). Missing, unexpected or mis-shaped keys raise
+    :class:`InputError` listing a few of them.
+    """
+    loader = getattr(model, "load_checkpoint_state", None)
+    if loader is None:
+        raise ConfigError(f"{type(model).__name__} cannot load checkpoints")
+    return loader(read_state_dict(path), fmt=fmt, source=str(path), **kw)
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, fmt: str = "piergiaj") -> Path:
+    """Write ``model``'s weights as a plain state dict in layout ``fmt``."""
+    path = Path(path)
+    torch.save(model.state_dict_as(fmt), path)
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A plain ``{key: tensor}`` state dict from a local checkpoint file.
+
+    Accepts the bare dict or the usual wrappers (``state_dict``,
+    ``model_state``, ``model``) and strips a DataParallel ``module.`` prefix.
+    Pickles that need code execution (``weights_only=False``) are refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found or "global" in str(exc).lower():
+            what = f" (it references {found.group(1)})" if found else ""
+            raise InputError(path, "refused: loading it would run arbitrary pickle code; only plain "
+                             f"tensor state dicts are accepted{what}") from None
+        raise InputError(path, "not a readable PyTorch checkpoint (invalid pickle data)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    for _ in range(3):
+        if isinstance(obj, Mapping):
+            inner = [obj[k] for k in ("state_dict", "model_state", "model") if isinstance(obj.get(k), Mapping)]
+            if inner and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+                obj = inner[0]
+                continue
+        break
+    if not isinstance(obj, Mapping) or not obj:
+        raise InputError(path, "the checkpoint holds no state dict")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise InputError(path, "the checkpoint holds no tensors")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (checkpoints are recorded by name + hash)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- registrations
+@BACKBONES.register("i3d_rgb")
+def i3d_rgb(bn_eps: float = _i3d.TF_BN_EPS, num_classes: int = 400) -> nn.Module:
+    """I3D RGB stream: ``[B, 3, T, H, W]`` in [-1, 1] -> ``[B, 1024]``."""
+    return _i3d.InceptionI3d(in_channels=3, num_classes=num_classes, bn_eps=bn_eps)
+
+
+@BACKBONES.register("i3d_flow")
+def i3d_flow(bn_eps: float = _i3d.TF_BN_EPS, num_classes: int = 400) -> nn.Module:
+    """I3D flow stream: ``[B, 2, T, H, W]`` (x, y flow in [-1, 1]) -> ``[B, 1024]``."""
+    return _i3d.InceptionI3d(in_channels=2, num_classes=num_classes, bn_eps=bn_eps)
+
+
+FAMILIES.register("i3d")(Family(
+    name="i3d",
+    models={"rgb": "i3d_rgb", "flow": "i3d_flow"},
+    stream_dim=_i3d.FEATURE_DIM,
+    clip_len=16,
+    stride=4,
+    recipes=("i3d_thumos", "i3d_video_features"),
+    checkpoint_formats=_i3d.CHECKPOINT_FORMATS,
+    notes="THUMOS14 / ActionFormer recipe by default: 16-frame clips every 4 frames",
+))
+
+
+# Stage-II models (builders live in their modules; families/recipes for the runner to follow).
+BACKBONES.register("tsn_r50_rgb")(_tsn.build_tsn_r50_rgb)
+BACKBONES.register("tsn_r50_flow")(_tsn.build_tsn_r50_flow)
+BACKBONES.register("slowfast_r50")(_slowfast.build_slowfast_r50)
+BACKBONES.register("slowfast_r101")(_slowfast.build_slowfast_r101)
+BACKBONES.register("r2plus1d_34")(_r2plus1d.build_r2plus1d_34)
+BACKBONES.register("mfe")(_mfe.build_mfe)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["BACKBONES", "FAMILIES", "Family", "build", "family", "load_checkpoint", "save_checkpoint",
+           "read_state_dict", "file_sha256"]

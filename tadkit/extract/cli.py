@@ -1,0 +1,108 @@
+"""``tadkit extract``: videos -> a feature store (see ``docs/extraction.md``).
+
+Exit codes: 0 when every video is in the store (extracted now or earlier),
+3 when at least one video failed (the others are extracted; failures are
+listed on stderr and kept in ``<out>/failures/``), 1 for a usage or input
+error before any extraction (one ``error:`` line).
+"""
+from __future__ import annotations
+
+import os
+
+import click
+
+from tadkit.errors import ConfigError, InputError
+
+#: Exit code when some videos failed (the rest was extracted).
+EXIT_SOME_FAILED = 3
+
+
+@click.command("extract")
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Feature store directory.")
+@click.option("--backbone", default="i3d", show_default=True, help="Backbone family (i3d).")
+@click.option("--streams", default=None, help="Comma-separated streams in feature order [default: all, e.g. rgb,flow].")
+@click.option("--weights", "weights", multiple=True, metavar="STREAM=PATH",
+              help="Local checkpoint of a stream, e.g. rgb=rgb_imagenet.pt (repeat per stream).")
+@click.option("--random-weights", is_flag=True, help="Use seeded random weights (tests, benchmarks).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of --random-weights.")
+@click.option("--checkpoint-format", default="auto", show_default=True,
+              type=click.Choice(["auto", "piergiaj", "hassony2"]), help="Key layout of the checkpoints.")
+@click.option("--bn-eps", type=float, default=None,
+              help="BatchNorm eps [default: the checkpoint layout's: piergiaj 1e-3, hassony2 1e-5; random 1e-3].")
+@click.option("--fps", type=float, default=None, help="Sample fps [default: each video's own].")
+@click.option("--clip-len", type=int, default=None, help="Frames per snippet [default: the recipe's, i3d 16].")
+@click.option("--stride", type=int, default=None, help="Frames between snippet starts [default: the recipe's, i3d 4].")
+@click.option("--recipe", default=None, help="Preprocessing recipe [default: i3d_thumos].")
+@click.option("--size", type=int, default=None, help="Crop size override (scales the resize too); 224 = recipe.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda when available].")
+@click.option("--batch-size", type=int, default=None, help="Snippets per forward [default: 2 on CPU, 16 on CUDA].")
+@click.option("--amp", is_flag=True, help="float16 autocast (CUDA only).")
+@click.option("--flow-dir", type=click.Path(file_okay=False), default=None,
+              help="Precomputed flow: DIR/<video id>/x_*.jpg, y_*.jpg (denseflow layout).")
+@click.option("--flow-size", type=int, default=None,
+              help="Compute TV-L1 on frames with this shorter side (faster, coarser).")
+@click.option("--flow-scales", type=int, default=5, show_default=True, help="TV-L1 pyramid scales.")
+@click.option("--flow-warps", type=int, default=5, show_default=True, help="TV-L1 warps per scale.")
+@click.option("--flow-threads", type=int, default=1, show_default=True, help="Frame pairs computed in parallel.")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "decord", "pyav"]),
+              help="Video decoder (auto: decord, PyAV when decord fails).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Videos decoded in parallel.")
+@click.option("--distributed", is_flag=True, help="Require a torchrun environment and shard videos by rank.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | None, weights: tuple[str, ...],
+            random_weights: bool, seed: int, checkpoint_format: str, bn_eps: float | None, fps: float | None,
+            clip_len: int | None, stride: int | None, recipe: str | None, size: int | None,
+            device: str | None, batch_size: int | None, amp: bool, flow_dir: str | None,
+            flow_size: int | None, flow_scales: int, flow_warps: int, flow_threads: int, backend: str,
+            workers: int, distributed: bool, progress: bool | None) -> None:
+    """Extract snippet features of VIDEOS (files, folders or list files) into --out.
+
+    A rerun skips videos already in the store; a killed run can simply be
+    restarted. Exit code 3 when some videos failed (listed at the end).
+    """
+    from tadkit.extract.flow import FlowOptions
+    from tadkit.extract.runner import ExtractOptions, distributed_env, extract as run_extract
+    from tadkit.extract.video import collect_videos
+
+    if distributed and "WORLD_SIZE" not in os.environ:
+        raise ConfigError("--distributed needs the torchrun environment (RANK, WORLD_SIZE); "
+                          "launch with: torchrun --nproc-per-node N -m tadkit extract ...")
+    paths = collect_videos(videos)
+    if not paths:
+        raise InputError(", ".join(videos), "no video files found")
+    opts = ExtractOptions(
+        backbone=backbone,
+        streams=None if streams is None else tuple(s for s in streams.split(",") if s.strip()),
+        weights=_parse_weights(weights),
+        random_weights=random_weights, seed=seed, checkpoint_format=checkpoint_format, bn_eps=bn_eps,
+        fps=fps, clip_len=clip_len, stride=stride, recipe=recipe, size=size, device=device,
+        batch_size=batch_size, amp=amp, flow_dir=flow_dir, backend=backend, workers=workers,
+        flow=FlowOptions(size=flow_size, scales=flow_scales, warps=flow_warps, threads=flow_threads),
+    )
+    rank, world = distributed_env()
+    report = run_extract(paths, out, opts, rank=rank, world_size=world, progress=progress)
+    who = f"rank {rank}/{world}: " if world > 1 else ""
+    click.echo(f"{who}{len(report.done)} extracted, {len(report.skipped)} already present, "
+               f"{len(report.failed)} failed, of {report.total} videos "
+               f"({report.snippets} snippets in {report.seconds:.1f} s) -> {out}")
+    if report.failed:
+        click.echo(f"warning: {len(report.failed)} video(s) failed (recorded in {os.path.join(out, 'failures')}):",
+                   err=True)
+        for vid, stage, reason in report.failed:
+            click.echo(f"  {vid} [{stage}]: {' '.join(reason.split())}", err=True)
+        raise click.exceptions.Exit(EXIT_SOME_FAILED)
+
+
+def _parse_weights(items: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        stream, sep, path = item.partition("=")
+        if not sep or not stream or not path:
+            raise ConfigError(f"--weights expects STREAM=PATH (e.g. rgb=rgb_imagenet.pt), got {item!r}")
+        if stream in out:
+            raise ConfigError(f"--weights given twice for stream {stream!r}")
+        if not os.path.isfile(path):
+            raise InputError(path, "no such checkpoint file")
+        out[stream] = path
+    return out
