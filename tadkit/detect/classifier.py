@@ -1,0 +1,112 @@
+"""A video-level action classifier over snippet features, for classifier fusion.
+
+Two-stage heads (and class-agnostic proposals in general) take their class
+from a video-level classifier: each proposal is paired with the top-k classes
+of its video, scored ``sqrt(cls · proposal)`` (see
+:func:`tadkit.detect.postprocess.fuse_classifier`). Instead of external scores
+(e.g. the CUHK ActivityNet file) one can train this classifier over the same
+features::
+
+    tadkit detect classify --features feats/ --annotations anet.json \\
+        --train-subset training --subset validation --out cls_scores.json
+    tadkit detect infer ... --set fusion_scores=cls_scores.json --set fusion_topk=2
+
+Model: each video's ``[T, C]`` features are pooled over time (mean and max,
+``[2C]``), standardised with the training statistics, and a linear layer with
+independent sigmoids (a video may hold several classes) is trained with binary
+cross-entropy, full batch, Adam. The output is the CUHK format
+``{"results": {video: [score per class]}, "class": [names]}``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from tadkit.errors import InputError
+
+
+@dataclass
+class VideoClassifier:
+    """Linear multi-label classifier over pooled features (see the module docstring)."""
+
+    classes: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    weight: np.ndarray  # [K, 2C]
+    bias: np.ndarray    # [K]
+
+    def scores(self, pooled: np.ndarray) -> np.ndarray:
+        """``[V, 2C]`` pooled features -> ``[V, K]`` class probabilities."""
+        z = (pooled - self.mean) / self.std
+        return 1.0 / (1.0 + np.exp(-(z @ self.weight.T + self.bias)))
+
+
+def pool_features(features: np.ndarray) -> np.ndarray:
+    """``[T, C]`` snippet features -> ``[2C]`` (temporal mean ‖ temporal max)."""
+    f = np.asarray(features, dtype=np.float32)
+    return np.concatenate([f.mean(0), f.max(0)])
+
+
+def train_video_classifier(store: Any, annotations: Any, steps: int = 500, lr: float = 0.01,
+                           weight_decay: float = 1e-4, seed: int = 0) -> tuple[VideoClassifier, dict[str, str]]:
+    """Fit on every annotated video of ``annotations`` that ``store`` holds.
+
+    Returns ``(classifier, failed)`` where ``failed`` maps unreadable videos to
+    the reason (they are skipped).
+    """
+    classes = list(annotations.classes)
+    ids = [v for v in annotations.video_ids() if v in store]
+    pooled, failed = read_pooled(store, ids)
+    ids = [v for v in ids if v in pooled]
+    if not ids:
+        raise InputError(store.root, "no readable annotated video to train the classifier on")
+    x = np.stack([pooled[v] for v in ids])
+    y = np.zeros((len(ids), len(classes)), dtype=np.float32)
+    for i, vid in enumerate(ids):
+        _, labels = annotations.segments_of(vid)
+        y[i, np.unique(labels)] = 1.0
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    gen = torch.Generator().manual_seed(seed)
+    layer = torch.nn.Linear(x.shape[1], len(classes))
+    with torch.no_grad():
+        layer.weight.normal_(0.0, 0.01, generator=gen)
+        layer.bias.zero_()
+    xt = torch.from_numpy((x - mean) / std).float()
+    yt = torch.from_numpy(y)
+    opt = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(layer(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    clf = VideoClassifier(classes, mean, std, layer.weight.detach().numpy().astype(np.float64),
+                          layer.bias.detach().numpy().astype(np.float64))
+    return clf, failed
+
+
+def read_pooled(store: Any, video_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Pooled features of ``video_ids``: ``({video: [2C]}, {failed video: reason})``."""
+    pooled, failed = {}, {}
+    for vid in video_ids:
+        try:
+            pooled[vid] = pool_features(store.read(vid, extras=False).features)
+        except (InputError, OSError, KeyError, ValueError) as exc:
+            failed[vid] = " ".join(str(exc).split())
+    return pooled, failed
+
+
+def write_scores(path: str | os.PathLike, scores: dict[str, np.ndarray], classes: Sequence[str]) -> None:
+    """Write CUHK-format class scores (loadable by ``load_classifier_scores``)."""
+    doc = {"results": {vid: [round(float(s), 6) for s in row] for vid, row in scores.items()},
+           "class": list(classes)}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, p)

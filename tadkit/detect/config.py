@@ -1,0 +1,217 @@
+"""Typed configuration of the detect stage (loaded with :func:`tadkit.config.load_config`).
+
+One :class:`DetectConfig` describes a whole run: which head and its settings,
+how videos become training samples, optimiser, schedule, training loop and
+post-processing. ``configs/<head>/<dataset>.yaml`` holds the papers' settings;
+every key can be changed from the command line with ``--set a.b=value``.
+
+Units: lengths in the data section are snippet-grid cells; learning-rate
+schedule positions are epochs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class MLTPNConfig:
+    """Settings of the MLTPN head (Wang et al.; ``tadkit/detect/heads/mltpn.py``).
+
+    ``embed_dim`` is the width ``c`` of the paper's ``t × c`` map after the two
+    stride-2 temporal convs; the transform module, the THMs and the MFM work on
+    ``channels × t × c`` maps. ``num_scales`` pyramid levels have strides 4, 8,
+    16, ... input cells. Anchors: ``num_anchors`` widths per cell, ``anchor_base
+    × stride × ratio`` cells wide, ratios geometric in ``[anchor_min_ratio,
+    anchor_max_ratio]`` unless ``anchor_ratios`` lists them.
+    """
+
+    embed_dim: int = 256
+    transform_k1: int = 64
+    transform_k2: int = 64
+    upsample: Literal["nearest", "linear"] = "nearest"
+    thm_channels: int = 128
+    thm_out_channels: int = 128
+    num_thms: int = 6
+    num_scales: int = 5
+    mfm_reduction: int = 16
+    head_squeeze: int = 4
+    num_anchors: int = 7
+    anchor_ratios: list[float] = field(default_factory=list)
+    anchor_min_ratio: float = 0.5
+    anchor_max_ratio: float = 4.0
+    anchor_base: float = 1.0
+    pos_iou: float = 0.5
+    neg_pos_ratio: float = 3.0
+    iou_target: Literal["prediction", "anchor"] = "prediction"
+    cls_weight: float = 1.0
+    conf_weight: float = 10.0
+    reg_weight: float = 0.3
+    score: Literal["product", "class"] = "product"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_thms < 1 or self.num_scales < 1 or self.num_anchors < 1:
+            raise ValueError("num_thms, num_scales and num_anchors must be at least 1")
+        if self.anchor_ratios and len(self.anchor_ratios) != self.num_anchors:
+            raise ValueError(f"anchor_ratios lists {len(self.anchor_ratios)} ratios but num_anchors is "
+                             f"{self.num_anchors}")
+
+
+@dataclass
+class TALMTSConfig:
+    """Settings of the TAL-MTS head (Gao et al.; ``tadkit/detect/heads/talmts.py``).
+
+    Pyramid: ``num_levels`` levels of ``dim`` channels with strides
+    ``first_stride · 2^l`` input cells. Ablation switches: ``rfp`` (top-down
+    refinement), ``stt`` (spatial-temporal transformer feeding classification),
+    ``fsa`` (frame-level patch self-attention feeding refinement). Spatial
+    tokens: ``grid_size`` is the side ``g`` of the features' per-snippet grid
+    (0: no grid, one token per snippet), ``grid_dim`` its channels (0: the
+    feature dim), ``patch_size`` FSA's patch side in grid cells. Boundary
+    pooling regions reach ``bp_inner`` / ``bp_outer`` of the coarse length
+    inside / outside each boundary. Loss (eq. 7): ``alpha`` weighs the
+    localisation terms, ``beta`` the quality BCE; refinement positives have
+    coarse tIoU > ``refine_iou``.
+    """
+
+    dim: int = 512
+    num_levels: int = 6
+    first_stride: int = 4
+    rfp: bool = True
+    stt: bool = True
+    fsa: bool = True
+    grid_size: int = 0
+    grid_dim: int = 0
+    patch_size: int = 1
+    stt_dim: int = 256
+    stt_spatial_layers: int = 1
+    stt_temporal_layers: int = 2
+    fsa_dim: int = 256
+    fsa_layers: int = 1
+    num_heads: int = 8
+    mlp_ratio: float = 2.0
+    tower_layers: int = 1
+    boundary_dim: int = 128
+    bp_inner: float = 0.25
+    bp_outer: float = 0.125
+    refine_iou: float = 0.5
+    alpha: float = 10.0
+    beta: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    prior_prob: float = 0.01
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_levels < 1 or self.tower_layers < 1:
+            raise ValueError("num_levels and tower_layers must be at least 1")
+        if self.first_stride < 1 or self.first_stride & (self.first_stride - 1):
+            raise ValueError(f"first_stride must be a power of two, got {self.first_stride}")
+        if self.grid_size < 0 or self.patch_size < 1:
+            raise ValueError("grid_size must be >= 0 and patch_size >= 1")
+        if self.grid_size and self.grid_size % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} does not divide grid_size {self.grid_size}")
+        for name in ("stt_dim", "fsa_dim"):
+            if getattr(self, name) % self.num_heads:
+                raise ValueError(f"{name}={getattr(self, name)} is not divisible by num_heads={self.num_heads}")
+        if not 0.0 <= self.refine_iou < 1.0:
+            raise ValueError("refine_iou must lie in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    """How videos become samples (see :mod:`tadkit.data.datasets`).
+
+    ``mode``: ``full`` (whole sequence, padded per batch; training crops
+    videos longer than ``max_length``), ``resize`` (linearly resized to
+    ``length`` cells) or ``window`` (sliding windows of ``length`` cells, with
+    ``train_overlap`` / ``infer_overlap``). Training windows keep ground truth
+    with at least ``min_ioi`` of it inside and skip empty windows when
+    ``drop_empty``. ``holdout_fraction`` of the training videos are held out
+    for model selection; the evaluation subset is never looked at in training.
+    """
+
+    mode: Literal["full", "resize", "window"] = "window"
+    length: int = 256
+    max_length: Optional[int] = None
+    train_overlap: float = 0.25
+    infer_overlap: float = 0.5
+    min_ioi: float = 0.75
+    drop_empty: bool = True
+    train_subset: str = "training"
+    test_subset: str = "validation"
+    holdout_fraction: float = 0.0
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-epoch learning-rate schedule with optional linear warm-up (in epochs)."""
+
+    name: Literal["constant", "step", "cosine"] = "step"
+    milestones: list[int] = field(default_factory=lambda: [15])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 16
+    seed: int = 0
+    grad_clip: float = 0.0
+    amp: bool = True
+    ema: bool = False
+    ema_decay: float = 0.999
+    checkpoint_every: int = 1
+    log_every: int = 20
+    device: str = "auto"
+
+
+@dataclass
+class PostprocessConfig:
+    """Post-processing (``tadkit.detect.postprocess``); written into every predictions file.
+
+    ``method``: ``hard`` NMS, ``linear`` / ``gaussian`` soft-NMS or ``none``;
+    ``sigma`` is the Gaussian's σ in ``exp(-IoU² / σ)``. ``max_per_video`` is
+    the top-k per video. ``fusion_scores`` names a CUHK-format file of
+    video-level class scores: candidates become class-agnostic proposals fused
+    with the ``fusion_topk`` best classes (score ``sqrt(cls · proposal)``).
+    """
+
+    method: Literal["none", "hard", "linear", "gaussian"] = "hard"
+    iou_threshold: float = 0.2
+    sigma: float = 0.5
+    class_agnostic: bool = False
+    min_score: float = 0.001
+    pre_nms_topk: int = 2000
+    max_per_video: int = 200
+    voting: bool = False
+    voting_iou: float = 0.7
+    fusion_scores: Optional[str] = None
+    fusion_topk: int = 2
+
+
+@dataclass
+class DetectConfig:
+    """A whole detection run. ``head`` names the registered head whose section is used."""
+
+    head: str = "mltpn"
+    mltpn: MLTPNConfig = field(default_factory=MLTPNConfig)
+    talmts: TALMTSConfig = field(default_factory=TALMTSConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
