@@ -33,9 +33,10 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
                 overrides: Iterable[str] = ()) -> T:
     """Build a ``cls`` instance from defaults, an optional YAML file and overrides."""
     data: dict[str, Any] = {}
-    source = "defaults"
+    overrides = list(overrides)
+    source = "--set" if overrides else "config"
     if path is not None:
-        source = str(path)
+        source = f"{path} (with --set)" if overrides else str(path)
         data = _read_yaml(Path(path))
     for item in overrides:
         key, value = parse_override(item)

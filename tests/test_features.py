@@ -204,3 +204,14 @@ def test_two_concurrent_writer_processes_do_not_collide(tmp_path):
     assert store.video_ids() == [f"video_{i:03d}" for i in range(30)]
     with h5py.File(root / "store.h5", "r") as f:
         assert len(f["videos"]) == 30
+
+
+def test_nested_provenance_differences_name_only_the_leaves_that_differ(tmp_path):
+    a = Provenance(**{**PROV.__dict__, "preprocessing": {"recipe": {"crop": 224, "mean": 0.5}, "rgb": "x"}})
+    b = Provenance(**{**PROV.__dict__, "preprocessing": {"recipe": {"crop": 64, "mean": 0.5}, "rgb": "x"}})
+    FeatureStore.create(tmp_path, a).close()
+    with pytest.raises(ProvenanceError) as err:
+        FeatureStore.create(tmp_path, b)
+    msg = str(err.value)
+    assert "preprocessing.recipe.crop: features have 224, expected 64" in msg
+    assert "mean" not in msg and "rgb" not in msg

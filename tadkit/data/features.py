@@ -103,12 +103,20 @@ class Provenance:
         for key in keys:
             if key not in have:
                 raise ValueError(f"unknown provenance field {key!r}")
-            a, b = have[key], want.get(key)
-            if isinstance(b, tuple):
-                b = list(b)
-            if not _same(a, b):
-                out.append(f"{key}: features have {a!r}, expected {b!r}")
+            out.extend(_differences(key, have[key], want.get(key)))
         return out
+
+
+def _differences(key: str, a: Any, b: Any) -> list[str]:
+    """``key: features have A, expected B`` lines; nested mappings name the leaf keys."""
+    if isinstance(b, tuple):
+        b = list(b)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out.extend(_differences(f"{key}.{k}", a.get(k), b.get(k)))
+        return out
+    return [] if _same(a, b) else [f"{key}: features have {a!r}, expected {b!r}"]
 
 
 def _same(a: Any, b: Any) -> bool:
