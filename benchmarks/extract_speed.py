@@ -9,10 +9,16 @@ Prints, in one run:
 * peak RSS of an end-to-end run over a short and a long video, each in a fresh process
   (goal: about the same -- memory is bounded by the batch, not the video).
 
+With ``--backbones`` (a comma-separated list of families, or ``all``) it instead prints,
+per backbone family (each with its own recipe, clip length and stride), backbone-only and
+end-to-end clips/s and their ratio, as a markdown table (``benchmarks/RESULTS.md``,
+section "Extract").
+
 Defaults are sized for a 2-core CPU (small crop, RGB only); on a GPU try
 ``--size 224 --streams rgb,flow --device cuda --batch-size 16``.
 
     python benchmarks/extract_speed.py [--size 112] [--seconds 20] [--rss-minutes 1 10]
+    python benchmarks/extract_speed.py --backbones all --size 64 --seconds 4 --threads 1
 """
 from __future__ import annotations
 
@@ -40,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--fps", type=int, default=25)
-    ap.add_argument("--stride", type=int, default=16, help="snippet stride for the speed test")
+    ap.add_argument("--stride", type=int, default=None,
+                    help="snippet stride for the speed test [16; with --backbones: each recipe's]")
+    ap.add_argument("--backbones", default=None,
+                    help="per-family table: comma-separated families (see tadkit extract --list-backbones) or 'all'")
     ap.add_argument("--repeat", type=int, default=3, help="best-of repetitions of the speed figures")
     ap.add_argument("--rss-minutes", type=float, nargs="*", default=[1.0, 10.0],
                     help="video lengths for the peak-RSS comparison (empty to skip)")
@@ -50,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         return _rss_child(args)
 
+    if args.backbones:
+        with tempfile.TemporaryDirectory(prefix="tadkit-bench-") as tmp:
+            rows = _measure_backbones(args, Path(tmp))
+        print(_markdown(rows, args))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="tadkit-bench-") as tmp:
         figures = _measure(args, Path(tmp))
     for key, value in figures.items():
@@ -64,7 +80,7 @@ def _measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
     import torch
 
     from tadkit.extract.runner import ExtractOptions, Extractor
-    from tadkit.extract.video import open_video, plan_snippets
+    from tadkit.extract.video import open_video
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +88,7 @@ def _measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
     video = _make_video(work / "speed.mp4", n_frames, args.width, args.height, args.fps)
     streams = tuple(args.streams.split(","))
     ex = Extractor(ExtractOptions(streams=streams, random_weights=True, size=args.size, device=args.device,
-                                  batch_size=args.batch_size, stride=args.stride))
+                                  batch_size=args.batch_size, stride=args.stride or 16))
     figures: dict[str, float] = {"threads": torch.get_num_threads(), "size": args.size,
                                  "batch_size": args.batch_size, "frames": n_frames}
 
@@ -82,9 +98,27 @@ def _measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
     for s in range(0, n_frames, 64):
         reader.get_frames(np.arange(s, min(s + 64, n_frames)))
     figures["decode_fps"] = n_frames / (time.perf_counter() - t)
+    figures.update(_speed(ex, video, reader, args, work))
 
-    # backbone only (the first batch's inputs, once per batch of the video) and end to end,
-    # alternated and best-of-`repeat`, so that load changes on a shared machine hit both alike
+    # memory: fresh processes, one per video length
+    for minutes in args.rss_minutes:
+        path = _make_video(work / f"rss_{minutes:g}min.mp4", int(minutes * 60 * args.fps), 160, 120, args.fps)
+        out = subprocess.run([sys.executable, __file__, "--rss-child", str(path), "--size", "32",
+                              "--batch-size", "8"], capture_output=True, text=True, check=True)
+        figures[f"peak_rss_mb_{minutes:g}min"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return figures
+
+
+def _speed(ex, video: Path, reader, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """Backbone-only and end-to-end clips/s of one extractor on ``video``.
+
+    Backbone only = the first batch's inputs, forwarded once per batch of the
+    video; end to end = ``Extractor.run`` (decode, resize, [flow], forward,
+    write). Alternated and best-of-``repeat``, so that load changes on a shared
+    machine hit both alike.
+    """
+    from tadkit.extract.video import plan_snippets
+
     plan = plan_snippets(reader.info, ex.clip_len, ex.stride)
     _, inputs = next(iter(ex.clip_batches(reader, plan)))
     for _ in range(2):  # warm-up (oneDNN / cuDNN pick their kernels per shape)
@@ -97,20 +131,54 @@ def _measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
             ex.forward(inputs)
         _sync(args.device)
         backbone_s.append(time.perf_counter() - t)
-        report = ex.run([video], work / f"feats{rep}", progress=False)
+        report = ex.run([video], work / f"feats-{ex.opts.backbone}-{rep}", progress=False)
+        if report.failed:
+            raise RuntimeError(f"benchmark video failed: {report.failed}")
         e2e_s.append(report.seconds)
         snippets = report.snippets
-    figures["backbone_clips_per_s"] = batches * ex.batch_size / min(backbone_s)
-    figures["end_to_end_clips_per_s"] = snippets / min(e2e_s)
-    figures["ratio_end_to_end_over_backbone"] = figures["end_to_end_clips_per_s"] / figures["backbone_clips_per_s"]
+    out = {"backbone_clips_per_s": batches * ex.batch_size / min(backbone_s),
+           "end_to_end_clips_per_s": snippets / min(e2e_s)}
+    out["ratio_end_to_end_over_backbone"] = out["end_to_end_clips_per_s"] / out["backbone_clips_per_s"]
+    return out
 
-    # memory: fresh processes, one per video length
-    for minutes in args.rss_minutes:
-        path = _make_video(work / f"rss_{minutes:g}min.mp4", int(minutes * 60 * args.fps), 160, 120, args.fps)
-        out = subprocess.run([sys.executable, __file__, "--rss-child", str(path), "--size", "32",
-                              "--batch-size", "8"], capture_output=True, text=True, check=True)
-        figures[f"peak_rss_mb_{minutes:g}min"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-    return figures
+
+def _measure_backbones(args: argparse.Namespace, work: Path) -> list[dict]:
+    """One row per backbone family: its recipe at ``--size``, streams ``--streams`` it has."""
+    import torch
+
+    from tadkit.extract import backbones
+    from tadkit.extract.runner import ExtractOptions, Extractor
+    from tadkit.extract.video import open_video
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [f.name for f in backbones.families()] if args.backbones == "all" else args.backbones.split(",")
+    video = _make_video(work / "speed.mp4", int(args.seconds * args.fps), args.width, args.height, args.fps)
+    reader = open_video(video)
+    rows = []
+    for name in names:
+        fam = backbones.family(name)
+        streams = tuple(s for s in args.streams.split(",") if s in fam.streams) or fam.streams[:1]
+        ex = Extractor(ExtractOptions(backbone=name, streams=streams, random_weights=True, size=args.size,
+                                      device=args.device, batch_size=args.batch_size, stride=args.stride))
+        row = {"backbone": name, "streams": ",".join(streams), "recipe": ex.recipe.name,
+               "clip_len": ex.clip_len, "stride": ex.stride, "crop": ex.recipe.crop,
+               "threads": torch.get_num_threads(), "batch_size": ex.batch_size}
+        row.update(_speed(ex, video, reader, args, work))
+        rows.append(row)
+        print(f"# {name}: {row['backbone_clips_per_s']:.2f} clips/s backbone, "
+              f"{row['end_to_end_clips_per_s']:.2f} end to end", file=sys.stderr, flush=True)
+    return rows
+
+
+def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = ["| backbone | streams | recipe | clip / stride | backbone-only clips/s | end-to-end clips/s "
+             "| end-to-end / backbone |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| `{r['backbone']}` | {r['streams']} | `{r['recipe']}` | {r['clip_len']} / {r['stride']} "
+                     f"| {r['backbone_clips_per_s']:.2f} | {r['end_to_end_clips_per_s']:.2f} "
+                     f"| {r['ratio_end_to_end_over_backbone']:.2f} |")
+    return "\n".join(lines)
 
 
 def _rss_child(args: argparse.Namespace) -> int:

@@ -73,12 +73,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--limit", type=int, default=20, show_default=True,
               help="Videos listed in the text view (all are in --json).")
 def info(path: str, as_json: bool, limit: int) -> None:
-    """Print a feature store's provenance and per-video shapes."""
+    """Print a feature store's provenance, per-video shapes and time ranges.
+
+    Every array is listed with its shape; snippet features, the spatial grid
+    and each level with the time range (seconds) of their first and last step.
+    """
     from tadkit.data.features import FeatureStore
 
     store = FeatureStore.open(path)
     summary = store.summary()
     if as_json:
+        summary["time_ranges"] = {vid: _time_ranges(store, vid) for vid in summary["videos"]}
         click.echo(json.dumps(summary, indent=2))
         return
     prov = summary["provenance"]
@@ -89,14 +94,49 @@ def info(path: str, as_json: bool, limit: int) -> None:
     videos = summary["videos"]
     click.echo(f"  videos          {len(videos)}")
     for vid, shapes in list(videos.items())[:limit]:
-        parts = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in shapes.items())
-        click.echo(f"    {vid}: {parts}")
+        ranges = _time_ranges(store, vid)
+        parts = [f"{k}={tuple(v) if isinstance(v, list) else v}"
+                 + (f" {ranges[k][0]:.3f}-{ranges[k][1]:.3f} s" if k in ranges else "")
+                 for k, v in shapes.items()]
+        if len(parts) == 1:
+            click.echo(f"    {vid}: {parts[0]}")
+        else:  # grid / levels: one array per line
+            click.echo(f"    {vid}:")
+            for part in parts:
+                click.echo(f"      {part}")
     if len(videos) > limit:
         click.echo(f"    ... {len(videos) - limit} more (use --json for all)")
     if summary["failures"]:
         click.echo(f"  failed videos   {len(summary['failures'])}")
         for vid, reason in list(summary["failures"].items())[:limit]:
             click.echo(f"    {vid}: {reason}")
+
+
+def _time_ranges(store, video_id: str) -> dict[str, list[float]]:
+    """``{array: [first, last]}`` step times in seconds of one video's arrays
+    (``features`` and ``spatial_grid`` share the snippet times; ``levels/<name>`` have their own)."""
+    import h5py
+
+    from tadkit.errors import InputError
+
+    path = store.path_of(video_id)
+    out: dict[str, list[float]] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            times = f["times"]
+            if len(times):
+                span = [float(times[0]), float(times[-1])]
+                out["features"] = span
+                if "spatial_grid" in f:
+                    out["spatial_grid"] = span
+            for key in f.get("levels", {}):
+                g = f["levels"][key]
+                t = g["times"]
+                if len(t):
+                    out[f"levels/{g.attrs['name']}"] = [float(t[0]), float(t[-1])]
+    except (OSError, KeyError) as exc:
+        raise InputError(path, f"unreadable video features ({exc})") from None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,22 @@ def snippet_bounds(centers: np.ndarray, clip_len: int, fps: float) -> tuple[np.n
     return c - half, c + half
 
 
+def level_step_times(clip_starts: np.ndarray, positions: np.ndarray, fps: float) -> np.ndarray:
+    """Centre times in seconds of the steps of an intermediate backbone level, per clip.
+
+    ``clip_starts [S]``: first sample-fps frame each clip reads; ``positions
+    [P]``: frame position (float) of each level step relative to that frame --
+    the mean index of the frames the step summarises. Frames ``a..b`` are
+    shown during ``[a/fps, (b+1)/fps)``, so a step at position ``p`` is centred
+    at ``(start + p + 1/2) / fps``; a step summarising a whole clip (position
+    ``(clip_len - 1)/2``) thus sits exactly at the snippet centre
+    ``(start + clip_len/2) / fps``. Returns ``[S, P]`` seconds.
+    """
+    starts = np.asarray(clip_starts, dtype=np.float64).reshape(-1, 1)
+    pos = np.asarray(positions, dtype=np.float64).reshape(1, -1)
+    return (starts + pos + 0.5) / fps
+
+
 # --------------------------------------------------------------------------- grid
 @dataclass(frozen=True)
 class TimeAxis:

@@ -15,26 +15,45 @@ from tadkit.errors import ConfigError, InputError
 
 #: Exit code when some videos failed (the rest was extracted).
 EXIT_SOME_FAILED = 3
+#: Every checkpoint key layout some backbone family accepts (each family checks its own).
+CHECKPOINT_FORMATS = ("auto", "piergiaj", "hassony2", "mmaction2", "torchvision", "pyslowfast", "pytorchvideo",
+                      "ig65m")
+
+
+def _list_backbones(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--list-backbones``: print every family and exit (before the other options are checked)."""
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(list_backbones_text())
+    ctx.exit(0)
 
 
 @click.command("extract")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Feature store directory.")
-@click.option("--backbone", default="i3d", show_default=True, help="Backbone family (i3d).")
+@click.option("--list-backbones", is_flag=True, is_eager=True, expose_value=False, callback=_list_backbones,
+              help="List the backbone families (streams, recipe, feature dim, checkpoint formats) and exit.")
+@click.option("--backbone", default="i3d", show_default=True,
+              help="Backbone family: i3d, tsn, slowfast_r50, slowfast_r101, r2plus1d_34, mfe (--list-backbones).")
 @click.option("--streams", default=None, help="Comma-separated streams in feature order [default: all, e.g. rgb,flow].")
 @click.option("--weights", "weights", multiple=True, metavar="STREAM=PATH",
               help="Local checkpoint of a stream, e.g. rgb=rgb_imagenet.pt (repeat per stream).")
 @click.option("--random-weights", is_flag=True, help="Use seeded random weights (tests, benchmarks).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of --random-weights.")
 @click.option("--checkpoint-format", default="auto", show_default=True,
-              type=click.Choice(["auto", "piergiaj", "hassony2"]), help="Key layout of the checkpoints.")
+              type=click.Choice(CHECKPOINT_FORMATS), help="Key layout of the checkpoints (see --list-backbones).")
 @click.option("--bn-eps", type=float, default=None,
               help="BatchNorm eps [default: the checkpoint layout's: piergiaj 1e-3, hassony2 1e-5; random 1e-3].")
 @click.option("--fps", type=float, default=None, help="Sample fps [default: each video's own].")
 @click.option("--clip-len", type=int, default=None, help="Frames per snippet [default: the recipe's, i3d 16].")
 @click.option("--stride", type=int, default=None, help="Frames between snippet starts [default: the recipe's, i3d 4].")
-@click.option("--recipe", default=None, help="Preprocessing recipe [default: i3d_thumos].")
-@click.option("--size", type=int, default=None, help="Crop size override (scales the resize too); 224 = recipe.")
+@click.option("--spatial-grid", type=int, default=None, metavar="G",
+              help="Also store a G x G grid of the last stage per snippet ([T, G, G, C]).")
+@click.option("--levels", is_flag=True, help="Also store intermediate stages with their own times (levels/...).")
+@click.option("--recipe", default=None, help="Preprocessing recipe [default: the backbone's first, i3d: i3d_thumos].")
+@click.option("--size", type=int, default=None,
+              help="Crop size override, the resize scales alike [default: the recipe's: i3d/slowfast 224, "
+                   "tsn 256, r2plus1d_34/mfe 112].")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda when available].")
 @click.option("--batch-size", type=int, default=None, help="Snippets per forward [default: 2 on CPU, 16 on CUDA].")
 @click.option("--amp", is_flag=True, help="float16 autocast (CUDA only).")
@@ -52,7 +71,8 @@ EXIT_SOME_FAILED = 3
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
 def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | None, weights: tuple[str, ...],
             random_weights: bool, seed: int, checkpoint_format: str, bn_eps: float | None, fps: float | None,
-            clip_len: int | None, stride: int | None, recipe: str | None, size: int | None,
+            clip_len: int | None, stride: int | None, spatial_grid: int | None, levels: bool,
+            recipe: str | None, size: int | None,
             device: str | None, batch_size: int | None, amp: bool, flow_dir: str | None,
             flow_size: int | None, flow_scales: int, flow_warps: int, flow_threads: int, backend: str,
             workers: int, distributed: bool, progress: bool | None) -> None:
@@ -76,7 +96,8 @@ def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | Non
         streams=None if streams is None else tuple(s for s in streams.split(",") if s.strip()),
         weights=_parse_weights(weights),
         random_weights=random_weights, seed=seed, checkpoint_format=checkpoint_format, bn_eps=bn_eps,
-        fps=fps, clip_len=clip_len, stride=stride, recipe=recipe, size=size, device=device,
+        fps=fps, clip_len=clip_len, stride=stride, spatial_grid=spatial_grid, levels=levels,
+        recipe=recipe, size=size, device=device,
         batch_size=batch_size, amp=amp, flow_dir=flow_dir, backend=backend, workers=workers,
         flow=FlowOptions(size=flow_size, scales=flow_scales, warps=flow_warps, threads=flow_threads),
     )
@@ -92,6 +113,28 @@ def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | Non
         for vid, stage, reason in report.failed:
             click.echo(f"  {vid} [{stage}]: {' '.join(reason.split())}", err=True)
         raise click.exceptions.Exit(EXIT_SOME_FAILED)
+
+
+def list_backbones_text() -> str:
+    """The ``--list-backbones`` table: one block per family."""
+    from tadkit.extract import backbones
+    from tadkit.extract.transforms import get_recipe
+
+    lines = []
+    for fam in backbones.families():
+        dim = fam.stream_dim * len(fam.streams)
+        recipe = get_recipe(fam.recipes[0])
+        lines.append(f"{fam.name}")
+        lines.append(f"  streams       {', '.join(f'{s}={m}' for s, m in fam.models.items())}")
+        lines.append(f"  feature dim   {dim} ({' + '.join([str(fam.stream_dim)] * len(fam.streams))})")
+        lines.append(f"  recipes       {', '.join(fam.recipes)} (default {recipe.name}: {recipe.clip_len}-frame "
+                     f"clips every {recipe.stride} frames, crop {recipe.crop})")
+        for stream, text in fam.input_recipe.items():
+            lines.append(f"  input {stream:7s} {text}")
+        lines.append(f"  checkpoints   {', '.join(fam.checkpoint_formats)} (--checkpoint-format, or auto)")
+        if fam.notes:
+            lines.append(f"  notes         {fam.notes}")
+    return "\n".join(lines)
 
 
 def _parse_weights(items: tuple[str, ...]) -> dict[str, str]:

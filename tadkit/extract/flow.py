@@ -36,7 +36,7 @@ import numpy as np
 
 from tadkit.errors import InputError
 
-ENCODINGS = ("uint8", "video_features", "linear")
+ENCODINGS = ("uint8", "uint8_centred", "video_features", "linear")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ def encode_flow(flow: np.ndarray, bound: float = 20.0, encoding: str = "uint8") 
       then ``2q/255 - 1``; zero flow becomes ``1/255``.
     * ``video_features``: ``q = round(128 + 255 / 2b * clip(f))`` kept as float
       (so ``q`` spans 0..256), then ``2q/255 - 1``.
+    * ``uint8_centred`` (TSN, mmaction2): the same 8-bit ``q``, then
+      ``(q - 128) / 128`` (mean 128, std 128); zero flow becomes ``0``.
     * ``linear``: ``clip(f) / b`` (no quantisation).
 
     ``clip`` clamps to ``[-b, b]``; rounding is half-to-even (numpy).
@@ -125,13 +127,27 @@ def encode_flow(flow: np.ndarray, bound: float = 20.0, encoding: str = "uint8") 
     f = np.clip(np.asarray(flow, dtype=np.float32), -bound, bound)
     if encoding == "linear":
         return f / np.float32(bound)
-    if encoding == "uint8":
+    if encoding in ("uint8", "uint8_centred"):
         q = np.clip(np.round((f + bound) * (255.0 / (2.0 * bound))), 0, 255)
+        if encoding == "uint8_centred":
+            return ((q - 128.0) / 128.0).astype(np.float32)
     elif encoding == "video_features":
         q = np.round(128.0 + (255.0 / (2.0 * bound)) * f)
     else:
         raise ValueError(f"unknown flow encoding {encoding!r}; known: {', '.join(ENCODINGS)}")
     return (q * (2.0 / 255.0) - 1.0).astype(np.float32)
+
+
+def recode_flow_frames(values: np.ndarray, encoding: str) -> np.ndarray:
+    """Precomputed flow read as ``2v/255 - 1`` (:meth:`FlowFrames.read`) -> ``encoding``'s scale.
+
+    ``uint8_centred`` recovers the grey value ``v`` and returns ``(v - 128) / 128``;
+    every other encoding keeps ``2v/255 - 1`` (how denseflow JPEGs are read for I3D).
+    """
+    if encoding != "uint8_centred":
+        return values
+    v = np.round((np.asarray(values, dtype=np.float32) + 1.0) * 127.5)
+    return ((v - 128.0) / 128.0).astype(np.float32)
 
 
 def next_frame_index(t: np.ndarray, num_frames: int) -> np.ndarray:

@@ -20,6 +20,9 @@ publishes the video atomically. Properties:
 * **Failures.** A video that cannot be decoded (or whose flow folder is
   missing, or whose forward fails) is recorded in the store's ``failures/``
   with the stage and the reason, and the run goes on.
+* **Extra outputs.** ``spatial_grid=g`` stores a ``[T, g, g, C]`` grid of
+  the last stage per snippet; ``levels=True`` stores intermediate stages as
+  ``levels/<stream>/<level>`` with their own times (see :func:`merge_level_steps`).
 * **Scale-out.** Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
   in the environment) each rank takes the videos whose position in the
   id-sorted list is ``rank`` modulo ``world_size``.
@@ -39,10 +42,12 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from tadkit import timeline
 from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
-from tadkit.errors import ConfigError, InputError
+from tadkit.errors import ConfigError, InputError, ProvenanceError
 from tadkit.extract import backbones
-from tadkit.extract.flow import FlowFrames, FlowOptions, encode_flow, next_frame_index, pair_flows, to_gray
+from tadkit.extract.flow import (FlowFrames, FlowOptions, encode_flow, next_frame_index, pair_flows,
+                                 recode_flow_frames, to_gray)
 from tadkit.extract.transforms import Recipe, crop_maps, flow_to_tensor, get_recipe, resize_frames, rgb_to_tensor
 from tadkit.extract.video import (SnippetPlan, VideoError, VideoReader, open_video, plan_snippets,
                                   video_id)
@@ -61,6 +66,8 @@ class ExtractOptions:
     recipe's clip settings; ``size`` shrinks the recipe (tests, quick looks);
     ``device`` ``None`` = CUDA when available; ``batch_size`` ``None`` = 2 on
     CPU, 16 on CUDA; ``amp`` (CUDA only) runs the backbone in float16.
+    ``spatial_grid`` (``g >= 1``) and ``levels`` add the extra outputs of the
+    module docstring.
     """
 
     backbone: str = "i3d"
@@ -83,6 +90,8 @@ class ExtractOptions:
     backend: str = "auto"
     workers: int = 1
     prefetch: int = 2
+    spatial_grid: int | None = None
+    levels: bool = False
 
 
 @dataclass
@@ -114,11 +123,27 @@ class Extractor:
         self.opts = opts
         self.family = backbones.family(opts.backbone)
         self.streams = _check_streams(opts.streams, self.family)
-        self.recipe: Recipe = get_recipe(opts.recipe or self.family.recipes[0]).scaled(opts.size)
+        recipe = get_recipe(opts.recipe or self.family.recipes[0])
+        if recipe.name not in self.family.recipes:
+            raise ConfigError(f"recipe {recipe.name!r} does not fit backbone {self.family.name}; "
+                              f"use one of: {', '.join(self.family.recipes)}")
+        self.recipe: Recipe = recipe.scaled(opts.size)
         self.clip_len = int(opts.clip_len or self.recipe.clip_len)
         self.stride = int(opts.stride or self.recipe.stride)
         if self.clip_len < 1 or self.stride < 1:
             raise ConfigError("--clip-len and --stride must be positive")
+        if self.clip_len % self.family.clip_multiple:
+            raise ConfigError(f"{self.family.name} needs --clip-len a multiple of {self.family.clip_multiple}, "
+                              f"got {self.clip_len}")
+        #: positions within a snippet that each stream reads (TSN: the centre frame / 5 centred flows)
+        self.offsets = {s: self.recipe.stream_offsets(s, self.clip_len) for s in self.streams}
+        if opts.spatial_grid is not None and opts.spatial_grid < 1:
+            raise ConfigError(f"--spatial-grid must be at least 1, got {opts.spatial_grid}")
+        if opts.bn_eps is not None and not self.family.bn_eps:
+            raise ConfigError(f"--bn-eps applies to i3d only; {self.family.name} uses its published eps")
+        if opts.checkpoint_format != "auto" and opts.checkpoint_format not in self.family.checkpoint_formats:
+            raise ConfigError(f"checkpoint format {opts.checkpoint_format!r} is not one of {self.family.name}'s: "
+                              f"{', '.join(self.family.checkpoint_formats)} (or auto)")
         if opts.fps is not None and not opts.fps > 0:
             raise ConfigError("--fps must be positive")
         self.device = resolve_device(opts.device)
@@ -155,8 +180,8 @@ class Extractor:
             model = backbones.build(self.family.models[stream], **kw)
             if stream in opts.weights:
                 path = Path(opts.weights[stream])
-                fmt = backbones.load_checkpoint(model, path, fmt=opts.checkpoint_format,
-                                                bn_eps="auto" if opts.bn_eps is None else opts.bn_eps)
+                load_kw = {"bn_eps": "auto" if opts.bn_eps is None else opts.bn_eps} if self.family.bn_eps else {}
+                fmt = backbones.load_checkpoint(model, path, fmt=opts.checkpoint_format, **load_kw)
                 weights[stream] = {"file": path.name, "sha256": backbones.file_sha256(path), "format": fmt}
             else:
                 weights[stream] = {"file": None, "sha256": "random", "seed": opts.seed + i}
@@ -169,7 +194,8 @@ class Extractor:
         flow: dict[str, Any] = {}
         if "flow" in self.streams:
             if self.opts.flow_dir is not None:
-                flow = {"method": "precomputed_frames", "decoding": "2v/255-1"}
+                flow = {"method": "precomputed_frames",
+                        "decoding": "(v-128)/128" if self.recipe.flow_encoding == "uint8_centred" else "2v/255-1"}
             else:
                 flow = dict(self.opts.flow.solver_dict(), encoding=self.recipe.flow_encoding,
                             bound=self.recipe.flow_bound)
@@ -183,12 +209,37 @@ class Extractor:
             fps=None if self.opts.fps is None else float(self.opts.fps),
             weights=self.weights,
             preprocessing={"recipe": self.recipe.to_dict(), "flow": flow,
-                           "rgb": "2x/255-1" if "rgb" in self.streams else None},
-            extras={"models": {s: self.family.models[s] for s in self.streams},
-                    "feature_layout": "cat(" + ", ".join(self.streams) + ")",
-                    "video_id": "file name stem",
-                    "times": "snippet centre, (start + clip_len/2) / fps seconds"},
+                           "rgb": self.recipe.rgb_normalisation() if "rgb" in self.streams else None},
+            extras=dict({"models": {s: self.family.models[s] for s in self.streams},
+                         "feature_layout": "cat(" + ", ".join(self.streams) + ")",
+                         "video_id": "file name stem",
+                         "times": "snippet centre, (start + clip_len/2) / fps seconds"},
+                        **self._extra_outputs()),
         )
+
+    def _extra_outputs(self) -> dict[str, Any]:
+        """Provenance of ``--spatial-grid`` / ``--levels`` (only when requested, so that
+        stores written without them keep their provenance)."""
+        out: dict[str, Any] = {}
+        if self.opts.spatial_grid:
+            out["spatial_grid"] = {"size": int(self.opts.spatial_grid),
+                                   "layout": "[T, g, g, C]: last stage pooled to g x g per snippet, "
+                                             "streams concatenated on C in stream order"}
+        if self.opts.levels:
+            frames = {}
+            for s in self.streams:
+                offsets = self.offsets[s]
+                pos = self.models[s].level_positions(len(offsets))
+                frames.update({f"{s}/{k}": [float(v) + float(offsets[0]) for v in p.tolist()]
+                               for k, p in pos.items()})
+            out["levels"] = {
+                "names": list(frames),
+                "frame_positions": frames,
+                "times": "step at frame position p of a clip starting at frame s: (s + p + 1/2) / fps seconds; "
+                         "steps of overlapping clips at the same frame position are averaged; steps "
+                         "centred after the last frame are dropped, except the first step of each clip",
+            }
+        return out
 
     # -- inputs -----------------------------------------------------------------
     def plan(self, reader: VideoReader) -> SnippetPlan:
@@ -218,6 +269,56 @@ class Extractor:
                 outs.append(f.float().cpu())
         return torch.cat(outs, dim=1).numpy()
 
+    def forward_outputs(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Like :meth:`forward`, plus the requested extra outputs, as float32 numpy arrays.
+
+        Returns ``{"feature": [B, D]}``, with ``"grid"`` ``[B, g, g, C]``
+        (streams concatenated on ``C``) when ``spatial_grid`` is set and
+        ``"levels"`` ``{"<stream>/<level>": [B, C_l, T_l]}`` when ``levels`` is.
+        """
+        grid, levels = int(self.opts.spatial_grid or 0), bool(self.opts.levels)
+        if not grid and not levels:
+            return {"feature": self.forward(inputs)}
+        feats, grids, lvls = [], [], {}
+        with torch.inference_mode():
+            for stream in self.streams:
+                x = inputs[stream].to(self.device, non_blocking=True)
+                if self.opts.amp:
+                    with torch.autocast("cuda", dtype=torch.float16):
+                        o = self.models[stream].extract_outputs(x, grid=grid, levels=levels)
+                else:
+                    o = self.models[stream].extract_outputs(x, grid=grid, levels=levels)
+                feats.append(o["feature"].float().cpu())
+                if grid:
+                    grids.append(o["grid"].float().cpu())
+                for k, v in o.get("levels", {}).items():
+                    lvls[f"{stream}/{k}"] = v.float().cpu().numpy()
+        out: dict[str, Any] = {"feature": torch.cat(feats, dim=1).numpy()}
+        if grid:
+            out["grid"] = torch.cat(grids, dim=3).numpy()
+        if levels:
+            out["levels"] = lvls
+        return out
+
+    def video_features(self, vid: str, plan: SnippetPlan, parts: Sequence[Mapping[str, Any]]) -> VideoFeatures:
+        """Assemble one video's :class:`VideoFeatures` from the outputs of its batches, in order."""
+        feats = np.concatenate([p["feature"] for p in parts], axis=0)
+        grid = np.concatenate([p["grid"] for p in parts], axis=0) if self.opts.spatial_grid else None
+        levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.opts.levels:
+            starts = plan.frame_indices[:, 0]
+            for stream in self.streams:
+                offsets = self.recipe.stream_offsets(stream, plan.clip_len)
+                positions = self.models[stream].level_positions(len(offsets))
+                for k, pos in positions.items():
+                    name = f"{stream}/{k}"
+                    values = np.concatenate([p["levels"][name] for p in parts], axis=0)   # [S, C_l, T_l]
+                    levels[name] = merge_level_steps(values, starts + offsets[0], pos.numpy(), plan.fps,
+                                                     plan.num_frames)
+        return VideoFeatures(video_id=vid, features=feats, times=plan.centers, fps=plan.fps,
+                             clip_len=plan.clip_len, stride=plan.stride, num_frames=plan.num_frames,
+                             duration=plan.duration, spatial_grid=grid, levels=levels)
+
     # -- the run ---------------------------------------------------------------
     def run(self, videos: Sequence[Path], out: str | os.PathLike, rank: int = 0, world_size: int = 1,
             progress: bool | None = None) -> ExtractReport:
@@ -226,6 +327,7 @@ class Extractor:
         mine = shard(videos, rank, world_size)
         report = ExtractReport(total=len(mine), rank=rank, world_size=world_size)
         with FeatureStore.create(out, self.provenance) as writer:
+            _check_extra_outputs(writer, self.provenance)
             todo = [p for p in mine if not writer.has(video_id(p))]
             report.skipped = [video_id(p) for p in mine if writer.has(video_id(p))]
             bar = _progress_bar(len(todo), progress, rank)
@@ -266,7 +368,7 @@ class Extractor:
                                     name=f"tadkit-decode-{i}") for i in range(n_workers)]
         for t in threads:
             t.start()
-        parts: dict[str, list[np.ndarray]] = {}
+        parts: dict[str, list[dict[str, Any]]] = {}
         dead: set[str] = set()
         alive = n_workers
         try:
@@ -283,7 +385,7 @@ class Extractor:
                     if vid in dead:
                         continue
                     try:
-                        parts[vid].append(self.forward(msg[2]))
+                        parts[vid].append(self.forward_outputs(msg[2]))
                     except RuntimeError as exc:  # e.g. out of memory on one long video
                         dead.add(vid)
                         parts.pop(vid, None)
@@ -292,11 +394,7 @@ class Extractor:
                     vid, plan = msg[1], msg[2]
                     if vid in dead:
                         continue
-                    feats = np.concatenate(parts.pop(vid), axis=0)
-                    yield ("video", vid, VideoFeatures(
-                        video_id=vid, features=feats, times=plan.centers, fps=plan.fps,
-                        clip_len=plan.clip_len, stride=plan.stride, num_frames=plan.num_frames,
-                        duration=plan.duration))
+                    yield ("video", vid, self.video_features(vid, plan, parts.pop(vid)))
                 elif kind == "failed":
                     parts.pop(msg[1], None)
                     if msg[1] not in dead:
@@ -385,6 +483,34 @@ def extract(videos: Sequence[Path], out: str | os.PathLike, opts: ExtractOptions
     return Extractor(opts).run(videos, out, rank=rank, world_size=world_size, progress=progress)
 
 
+def merge_level_steps(values: np.ndarray, clip_starts: np.ndarray, positions: np.ndarray, fps: float,
+                      num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """One video's sequence of an intermediate level from its per-clip steps.
+
+    ``values [S, C, P]``: the level of each of ``S`` clips (``P`` steps each);
+    ``clip_starts [S]``: first sample-fps frame each clip reads; ``positions
+    [P]``: frame position of each step from the clip start. A step's frame
+    position is ``start + position``. Steps centred after the video ends
+    (position above ``num_frames - 1/2``: they summarise tail padding) are
+    dropped, except the first step of each clip, so that every snippet is
+    represented; steps of overlapping clips at the same position are averaged.
+    Returns ``(features [T_l, C], times [T_l])`` sorted by time, times from
+    :func:`tadkit.timeline.level_step_times`.
+    """
+    c = values.shape[1]
+    frame_pos = (np.asarray(clip_starts, dtype=np.float64)[:, None]
+                 + np.asarray(positions, dtype=np.float64)[None, :])                       # [S, P]
+    times = timeline.level_step_times(clip_starts, positions, fps)                          # [S, P]
+    keep = frame_pos <= num_frames - 0.5
+    keep[:, 0] = True
+    flat = values.transpose(0, 2, 1)[keep]                                                  # [K, C]
+    uniq, first, inverse = np.unique(frame_pos[keep], return_index=True, return_inverse=True)
+    sums = np.zeros((len(uniq), c), dtype=np.float64)
+    np.add.at(sums, inverse, flat)
+    counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+    return (sums / counts[:, None]).astype(np.float32), times[keep][first]
+
+
 def shard(videos: Sequence[Path], rank: int, world_size: int) -> list[Path]:
     """This rank's videos: every ``world_size``-th of the id-sorted list, from ``rank``."""
     if world_size < 1 or not 0 <= rank < world_size:
@@ -423,6 +549,7 @@ class _ClipSource:
     def __init__(self, ex: Extractor, reader: VideoReader, plan: SnippetPlan, flow_frames: FlowFrames | None):
         self.ex, self.reader, self.plan, self.flow_frames = ex, reader, plan, flow_frames
         self.recipe = ex.recipe
+        self.offsets = {s: ex.recipe.stream_offsets(s, plan.clip_len) for s in ex.streams}
         self.want_rgb = "rgb" in ex.streams
         self.want_flow = "flow" in ex.streams
         self.frames: dict[int, np.ndarray] = {}  # sample index -> resized uint8 [H', W', 3]
@@ -431,17 +558,22 @@ class _ClipSource:
     def batches(self) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
         plan = self.plan
         for sl in plan.batches(self.ex.batch_size):
-            idx = plan.frame_indices[sl]                      # [B, L] sample-fps frames
-            need = np.unique(idx)
+            clip = plan.frame_indices[sl]                     # [B, L] sample-fps frames
+            idx = {s: clip[:, self.offsets[s]] for s in self.ex.streams}   # the frames each stream reads
+            need = {s: np.unique(i) for s, i in idx.items()}
+            decode = [need["rgb"]] if self.want_rgb else []
+            if self.want_flow and self.flow_frames is None:
+                decode.append(self._flow_pair_frames(need["flow"]))
+            if decode:                                        # one request, in increasing order
+                self._ensure_frames(np.unique(np.concatenate(decode)))
             inputs: dict[str, torch.Tensor] = {}
             if self.want_flow:
-                self._ensure_flow(need)
-                maps = np.stack([self.flows[int(t)] for t in need])
-                inputs["flow"] = _gather(flow_to_tensor(maps), need, idx)
+                self._ensure_flow(need["flow"])
+                maps = np.stack([self.flows[int(t)] for t in need["flow"]])
+                inputs["flow"] = _gather(flow_to_tensor(maps), need["flow"], idx["flow"])
             if self.want_rgb:
-                self._ensure_frames(need)
-                crops = crop_maps(np.stack([self.frames[int(t)] for t in need]), self.recipe)
-                inputs["rgb"] = _gather(rgb_to_tensor(crops), need, idx)
+                crops = crop_maps(np.stack([self.frames[int(t)] for t in need["rgb"]]), self.recipe)
+                inputs["rgb"] = _gather(rgb_to_tensor(crops, self.recipe), need["rgb"], idx["rgb"])
             nxt = plan.frame_indices[sl.stop, 0] if sl.stop < plan.num_snippets else plan.num_frames
             for cache in (self.frames, self.flows):
                 for t in [t for t in cache if t < nxt]:
@@ -458,12 +590,22 @@ class _ClipSource:
         for t, j in zip(missing, inverse):
             self.frames[t] = decoded[j]
 
+    def _flow_pair_frames(self, need: np.ndarray) -> np.ndarray:
+        """Frames whose decoding the flow of frames ``need`` (not yet computed) requires."""
+        todo = np.array([int(t) for t in need if int(t) not in self.flows], dtype=np.int64)
+        if len(todo) == 0:
+            return todo
+        first = next_frame_index(todo, self.plan.num_frames)
+        if first[0] < 0:
+            return np.array([0], dtype=np.int64)
+        return np.concatenate([first, first + 1])
+
     def _ensure_flow(self, need: np.ndarray) -> None:
         todo = np.array([int(t) for t in need if int(t) not in self.flows], dtype=np.int64)
         if len(todo) == 0:
             return
         if self.flow_frames is not None:
-            maps = self.flow_frames.read(self.plan.source_index[todo])
+            maps = recode_flow_frames(self.flow_frames.read(self.plan.source_index[todo]), self.recipe.flow_encoding)
             maps = crop_maps(resize_frames(maps, self.recipe), self.recipe)
             for t, m in zip(todo, maps):
                 self.flows[int(t)] = m
@@ -494,6 +636,17 @@ def _gather(per_frame: torch.Tensor, need: np.ndarray, idx: np.ndarray) -> torch
     pos = torch.from_numpy(np.searchsorted(need, idx))               # [B, L]
     clips = per_frame[:, pos]                                         # [C, B, L, S, S]
     return clips.permute(1, 0, 2, 3, 4).contiguous()
+
+
+def _check_extra_outputs(store: FeatureStore, mine: Provenance) -> None:
+    """A store written with other ``--spatial-grid`` / ``--levels`` settings cannot be joined."""
+    for key, flag in (("spatial_grid", "--spatial-grid"), ("levels", "--levels")):
+        have, want = store.provenance.extras.get(key), mine.extras.get(key)
+        if have != want:
+            def said(v: Any) -> str:
+                return f"without {flag}" if v is None else f"with {flag}" + (f" {v['size']}" if "size" in v else "")
+            raise ProvenanceError(f"{store.root}: the store was written {said(have)}, this run is {said(want)}; "
+                                  "use another output directory or the same settings")
 
 
 def _check_streams(streams: Sequence[str] | None, fam: backbones.Family) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Preprocessing recipes: resize, crop and normalise frames the way a backbone expects.
 
-Two published I3D recipes (spec ``backbones.md`` section 1.5):
+Three I3D recipes (spec ``backbones.md`` section 1.5):
 
 ``i3d_thumos`` (default; Finspire13 / ActionFormer THUMOS14 features)
     every frame resized to 340x256 (WxH), centre crop 224 (rows 16:240,
@@ -17,6 +17,26 @@ Two published I3D recipes (spec ``backbones.md`` section 1.5):
     clipped to +-20, ``q = round(128 + 255/40 f)`` kept as float, then
     ``2q/255 - 1`` (video_features computes RAFT flow; tadkit uses TV-L1);
     64-frame clips every 64 frames.
+
+Stage-II recipes (one per backbone family; spec sections 2.2, 3.4, 4.3, 4.4):
+
+``tsn_mmaction2`` (mmaction2 ActivityNet feature configs)
+    shorter side 256, centre crop 256; 16-frame snippets every 16 frames of
+    which RGB reads **1 frame** (the centre, clip offset 8) and flow **5
+    frames** centred on it (offsets 6..10, stacked ``x0, y0, ..., x4, y4``);
+    RGB ``(x - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]`` on 0-255;
+    flow quantised to 8 bits like denseflow JPEGs, then ``(q - 128) / 128``.
+``slowfast_kinetics`` (PySlowFast / ActionFormer EPIC-KITCHENS features)
+    shorter side 256, centre crop 224; 32-frame clips every 16 frames; RGB
+    ``(x/255 - 0.45) / 0.225``.
+``r2plus1d_ig65m`` (IG-65M R(2+1)D-34; tadkit's default for it)
+    shorter side 128, centre crop 112; 32-frame clips every 32 frames; RGB
+    ``(x/255 - [0.43216, 0.394666, 0.37645]) / [0.22803, 0.22145, 0.216989]``.
+``r2plus1d_video_features``
+    as ``r2plus1d_ig65m`` but every frame resized to exactly 171x128 (WxH,
+    aspect not kept) before the 112 crop, as v-iashin/video_features does.
+``mfe_menet`` (MENet movement features)
+    as ``r2plus1d_ig65m`` with 32-frame snippets every 16 frames (sigma = 16).
 
 Resizing is bilinear with antialiasing (as PIL's bilinear filter) and the
 result is rounded to 8 bits, like a decoded JPEG frame. ``Recipe.scaled(size)``
@@ -36,6 +56,15 @@ import torch.nn.functional as F
 from tadkit.errors import ConfigError
 
 
+#: RGB mean / std of the stage-II recipes (spec sections 2.2, 3.4, 4.3).
+TSN_RGB_MEAN = (123.675, 116.28, 103.53)      # on 0-255 values
+TSN_RGB_STD = (58.395, 57.12, 57.375)
+SLOWFAST_MEAN = (0.45, 0.45, 0.45)            # on x/255
+SLOWFAST_STD = (0.225, 0.225, 0.225)
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # on x/255 (R(2+1)D IG-65M)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How frames become backbone input.
@@ -45,7 +74,12 @@ class Recipe:
     ``"center"`` or ``"resize"`` (the resized frame scaled to ``crop x crop``);
     ``flow_encoding``: ``"uint8"``, ``"video_features"`` or ``"linear"``
     (see :func:`tadkit.extract.flow.encode_flow`); ``clip_len``/``stride``:
-    defaults in sample-fps frames.
+    defaults in sample-fps frames. RGB normalisation: ``rgb_mean``/``rgb_std``
+    ``None`` -> ``2x/255 - 1`` (I3D); otherwise ``(x' - mean) / std`` per
+    channel where ``x' = x / (255 / rgb_range)`` (``rgb_range`` 255: raw 0-255
+    values, 1: ``x/255``). ``rgb_frames``/``flow_frames``: frames of each
+    snippet a stream reads, centred on the snippet (``None``: all of them; see
+    :meth:`stream_offsets`).
     """
 
     name: str
@@ -57,6 +91,11 @@ class Recipe:
     flow_bound: float = 20.0
     clip_len: int = 16
     stride: int = 4
+    rgb_range: float = 255.0
+    rgb_mean: tuple[float, ...] | None = None
+    rgb_std: tuple[float, ...] | None = None
+    rgb_frames: int | None = None
+    flow_frames: int | None = None
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """``(H, W)`` after the resize step for a ``height x width`` frame."""
@@ -72,6 +111,29 @@ class Recipe:
         """Top-left ``(y, x)`` of the centre crop in a resized ``height x width`` frame."""
         return max(0, (height - self.crop) // 2), max(0, (width - self.crop) // 2)
 
+    def stream_offsets(self, stream: str, clip_len: int | None = None) -> np.ndarray:
+        """Positions within a ``clip_len``-frame snippet (default: the recipe's) that ``stream`` reads.
+
+        All ``clip_len`` frames, or ``n`` consecutive frames centred on the
+        snippet: offsets ``clip_len//2 - n//2 ... + n - 1`` (TSN: RGB 1 frame at
+        8, flow 5 frames 6..10 of a 16-frame snippet).
+        """
+        length = int(self.clip_len if clip_len is None else clip_len)
+        n = {"rgb": self.rgb_frames, "flow": self.flow_frames}.get(stream)
+        if n is None:
+            return np.arange(length, dtype=np.int64)
+        if n > length:
+            raise ConfigError(f"recipe {self.name}: the {stream} stream reads {n} frames per snippet, "
+                              f"more than --clip-len {length}")
+        return length // 2 - n // 2 + np.arange(n, dtype=np.int64)
+
+    def rgb_normalisation(self) -> str:
+        """How RGB values are normalised, in words (recorded in the store provenance)."""
+        if self.rgb_mean is None:
+            return "2x/255-1"
+        x = "x" if self.rgb_range == 255.0 else ("x/255" if self.rgb_range == 1.0 else f"x*{self.rgb_range:g}/255")
+        return f"({x} - {list(self.rgb_mean)}) / {list(self.rgb_std or ())}"
+
     def scaled(self, size: int | None) -> "Recipe":
         """This recipe with crop side ``size`` and the resize target scaled alike."""
         if size is None or size == self.crop:
@@ -86,9 +148,19 @@ class Recipe:
         return dataclasses.replace(self, name=f"{self.name}@{size}", resize_to=to, crop=size)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON fields for the store provenance. Stage-II fields left at their
+        defaults (I3D's ``2x/255 - 1``, whole clips) are omitted, so I3D stores keep
+        the provenance -- and stay resumable -- as written by earlier versions."""
         d = dataclasses.asdict(self)
-        if isinstance(d["resize_to"], tuple):
-            d["resize_to"] = list(d["resize_to"])
+        if self.rgb_mean is None:
+            for key in ("rgb_range", "rgb_mean", "rgb_std"):
+                d.pop(key)
+        for key in ("rgb_frames", "flow_frames"):
+            if d[key] is None:
+                d.pop(key)
+        for key in ("resize_to", "rgb_mean", "rgb_std"):
+            if isinstance(d.get(key), tuple):
+                d[key] = list(d[key])
         return d
 
 
@@ -97,6 +169,17 @@ RECIPES: dict[str, Recipe] = {
     "i3d_thumos_resize": Recipe("i3d_thumos_resize", "fixed", (340, 256), 224, "resize", "uint8", 20.0, 16, 4),
     "i3d_video_features": Recipe("i3d_video_features", "short_side", 256, 224, "center", "video_features",
                                  20.0, 64, 64),
+    "tsn_mmaction2": Recipe("tsn_mmaction2", "short_side", 256, 256, "center", "uint8_centred", 20.0, 16, 16,
+                            rgb_range=255.0, rgb_mean=TSN_RGB_MEAN, rgb_std=TSN_RGB_STD,
+                            rgb_frames=1, flow_frames=5),
+    "slowfast_kinetics": Recipe("slowfast_kinetics", "short_side", 256, 224, "center", "uint8", 20.0, 32, 16,
+                                rgb_range=1.0, rgb_mean=SLOWFAST_MEAN, rgb_std=SLOWFAST_STD),
+    "r2plus1d_ig65m": Recipe("r2plus1d_ig65m", "short_side", 128, 112, "center", "uint8", 20.0, 32, 32,
+                             rgb_range=1.0, rgb_mean=KINETICS_MEAN, rgb_std=KINETICS_STD),
+    "r2plus1d_video_features": Recipe("r2plus1d_video_features", "fixed", (171, 128), 112, "center", "uint8",
+                                      20.0, 32, 32, rgb_range=1.0, rgb_mean=KINETICS_MEAN, rgb_std=KINETICS_STD),
+    "mfe_menet": Recipe("mfe_menet", "short_side", 128, 112, "center", "uint8", 20.0, 32, 16,
+                        rgb_range=1.0, rgb_mean=KINETICS_MEAN, rgb_std=KINETICS_STD),
 }
 
 
@@ -145,10 +228,20 @@ def crop_maps(maps: np.ndarray, recipe: Recipe) -> np.ndarray:
     return maps[:, y:y + recipe.crop, x:x + recipe.crop]
 
 
-def rgb_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """``[N, H, W, 3]`` uint8 RGB -> float32 ``[3, N, H, W]`` in ``[-1, 1]`` (``2x/255 - 1``)."""
+def rgb_to_tensor(frames: np.ndarray, recipe: Recipe | None = None) -> torch.Tensor:
+    """``[N, H, W, 3]`` uint8 RGB -> float32 ``[3, N, H, W]``, normalised as ``recipe`` says.
+
+    Without a recipe (or with ``rgb_mean=None``): ``2x/255 - 1`` in ``[-1, 1]``
+    (I3D); otherwise ``(x' - mean) / std`` per channel (see :class:`Recipe`).
+    """
     t = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
-    return t.mul_(2.0 / 255.0).sub_(1.0)
+    if recipe is None or recipe.rgb_mean is None:
+        return t.mul_(2.0 / 255.0).sub_(1.0)
+    if recipe.rgb_range != 255.0:
+        t = t.div_(255.0 / recipe.rgb_range)
+    mean = torch.tensor(recipe.rgb_mean, dtype=torch.float32).view(3, 1, 1, 1)
+    std = torch.tensor(recipe.rgb_std, dtype=torch.float32).view(3, 1, 1, 1)
+    return t.sub_(mean).div_(std)
 
 
 def flow_to_tensor(flow: np.ndarray) -> torch.Tensor:

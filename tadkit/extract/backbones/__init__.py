@@ -4,10 +4,13 @@
 >>> load_checkpoint(model, "rgb_imagenet.pt")       # layout detected from the keys
 >>> model.extract_features(clips)                   # [B, 3, 16, 224, 224] -> [B, 1024]
 
-Names (spec ``shared/specs/backbones.md``): ``i3d_rgb``, ``i3d_flow``.
-A *family* groups the per-stream models of a multi-stream backbone: the
-two-stream ``i3d`` feature is ``cat(rgb, flow)`` (2048), streams in the order
-given (RGB first by convention). Checkpoints are only ever read from local
+Models (spec ``shared/specs/backbones.md``): ``i3d_rgb``, ``i3d_flow``,
+``tsn_r50_rgb``, ``tsn_r50_flow``, ``slowfast_r50``, ``slowfast_r101``,
+``r2plus1d_34``, ``mfe``. A *family* is what ``tadkit extract --backbone``
+names: it groups the per-stream models of a backbone (the two-stream ``i3d``
+feature is ``cat(rgb, flow)`` = 2048, streams in the order given, RGB first by
+convention) with its default sampling and preprocessing recipes. Families:
+``i3d``, ``tsn``, ``slowfast_r50``, ``slowfast_r101``, ``r2plus1d_34``, ``mfe``. Checkpoints are only ever read from local
 files the user names, with ``torch.load(weights_only=True)``: a file that needs
 arbitrary pickle code to load is refused.
 """
@@ -17,7 +20,7 @@ import hashlib
 import os
 import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -43,8 +46,11 @@ class Family:
 
     ``models`` maps a stream (``rgb``/``flow``) to its registered model name;
     ``stream_dim`` is each stream's feature size; ``clip_len``/``stride`` are
-    frames at the sample fps; ``recipes`` names the preprocessing recipes
-    (:mod:`tadkit.extract.transforms`), the first being the default.
+    frames at the sample fps (those of the default recipe); ``recipes`` names
+    the preprocessing recipes (:mod:`tadkit.extract.transforms`), the first
+    being the default. ``input_recipe`` describes the input in words;
+    ``bn_eps``: the BatchNorm eps can be set (I3D); ``clip_multiple``: the
+    clip length must be a multiple of it (SlowFast: alpha = 4).
     """
 
     name: str
@@ -55,6 +61,9 @@ class Family:
     recipes: tuple[str, ...]
     checkpoint_formats: tuple[str, ...] = ()
     notes: str = ""
+    input_recipe: Mapping[str, str] = field(default_factory=dict)
+    bn_eps: bool = False
+    clip_multiple: int = 1
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -89,11 +98,20 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, fmt: str = "auto"
     return loader(read_state_dict(path), fmt=fmt, source=str(path), **kw)
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, fmt: str = "piergiaj") -> Path:
-    """Write ``model``'s weights as a plain state dict in layout ``fmt``."""
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Write ``model``'s weights as a plain state dict in layout ``fmt``.
+
+    ``None`` writes the model's own layout (I3D ``piergiaj``, TSN
+    ``mmaction2``, SlowFast ``pyslowfast``, R(2+1)D / MFE ``ig65m``).
+    """
     path = Path(path)
-    torch.save(model.state_dict_as(fmt), path)
+    torch.save(model.state_dict_as() if fmt is None else model.state_dict_as(fmt), path)
     return path
+
+
+def families() -> list[Family]:
+    """Every registered family, sorted by name (``--list-backbones``)."""
+    return [FAMILIES.get(name) for name in FAMILIES.names()]
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -162,13 +180,16 @@ FAMILIES.register("i3d")(Family(
     stream_dim=_i3d.FEATURE_DIM,
     clip_len=16,
     stride=4,
-    recipes=("i3d_thumos", "i3d_video_features"),
+    recipes=("i3d_thumos", "i3d_video_features", "i3d_thumos_resize"),
     checkpoint_formats=_i3d.CHECKPOINT_FORMATS,
     notes="THUMOS14 / ActionFormer recipe by default: 16-frame clips every 4 frames",
+    input_recipe={"rgb": "RGB 2x/255-1; 340x256 frames, centre crop 224; 16-frame clips",
+                  "flow": "TV-L1 (x, y) clipped to +-20, 8-bit quantised, 2q/255-1; 16-frame clips"},
+    bn_eps=True,
 ))
 
 
-# Stage-II models (builders live in their modules; families/recipes for the runner to follow).
+# Stage-II models (builders live in their modules).
 BACKBONES.register("tsn_r50_rgb")(_tsn.build_tsn_r50_rgb)
 BACKBONES.register("tsn_r50_flow")(_tsn.build_tsn_r50_flow)
 BACKBONES.register("slowfast_r50")(_slowfast.build_slowfast_r50)
@@ -176,11 +197,59 @@ BACKBONES.register("slowfast_r101")(_slowfast.build_slowfast_r101)
 BACKBONES.register("r2plus1d_34")(_r2plus1d.build_r2plus1d_34)
 BACKBONES.register("mfe")(_mfe.build_mfe)
 
+FAMILIES.register("tsn")(Family(
+    name="tsn",
+    models={"rgb": "tsn_r50_rgb", "flow": "tsn_r50_flow"},
+    stream_dim=_tsn.FEATURE_DIM,
+    clip_len=16,
+    stride=16,
+    recipes=("tsn_mmaction2",),
+    checkpoint_formats=_tsn.CHECKPOINT_FORMATS,
+    notes="mmaction2 ActivityNet features: snippet centres every 16 frames (8, 24, ...)",
+    input_recipe=dict(_tsn.INPUT_RECIPE),
+))
+for _depth in (50, 101):
+    FAMILIES.register(f"slowfast_r{_depth}")(Family(
+        name=f"slowfast_r{_depth}",
+        models={"rgb": f"slowfast_r{_depth}"},
+        stream_dim=_slowfast.FEATURE_DIM,
+        clip_len=32,
+        stride=16,
+        recipes=("slowfast_kinetics",),
+        checkpoint_formats=_slowfast.CHECKPOINT_FORMATS,
+        notes="8x8: 32 fast frames, 8 slow; ActionFormer EPIC-KITCHENS / Ego4D: 32 frames every 16",
+        input_recipe={"rgb": _slowfast.INPUT_RECIPE},
+        clip_multiple=_slowfast.ALPHA,
+    ))
+del _depth
+FAMILIES.register("r2plus1d_34")(Family(
+    name="r2plus1d_34",
+    models={"rgb": "r2plus1d_34"},
+    stream_dim=_r2plus1d.FEATURE_DIM,
+    clip_len=32,
+    stride=32,
+    recipes=("r2plus1d_ig65m", "r2plus1d_video_features"),
+    checkpoint_formats=_r2plus1d.CHECKPOINT_FORMATS,
+    notes="IG-65M: non-overlapping 32-frame clips (8-frame checkpoints: --clip-len 8 --stride 8)",
+    input_recipe={"rgb": _r2plus1d.INPUT_RECIPE},
+))
+FAMILIES.register("mfe")(Family(
+    name="mfe",
+    models={"rgb": "mfe"},
+    stream_dim=_mfe.FEATURE_DIM,
+    clip_len=32,
+    stride=16,
+    recipes=("mfe_menet", "r2plus1d_ig65m"),
+    checkpoint_formats=_r2plus1d.CHECKPOINT_FORMATS,
+    notes="MENet: cat(F(clip) - F(middle frame repeated), F(clip)); snippets every 16 frames",
+    input_recipe={"rgb": _r2plus1d.INPUT_RECIPE},
+))
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-__all__ = ["BACKBONES", "FAMILIES", "Family", "build", "family", "load_checkpoint", "save_checkpoint",
-           "read_state_dict", "file_sha256"]
+__all__ = ["BACKBONES", "FAMILIES", "Family", "build", "family", "families", "load_checkpoint",
+           "save_checkpoint", "read_state_dict", "file_sha256"]

@@ -25,6 +25,7 @@ layout (``conv3d_1a_7x7.batch3d.*``, ``mixed_3b.branch_1.1.*``,
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Mapping, Sequence
 
 import torch
@@ -33,11 +34,16 @@ from torch import nn
 
 from tadkit.errors import InputError
 
+from ._common import grid_pool, strided_positions
+
 FEATURE_DIM = 1024
 CHECKPOINT_FORMATS = ("piergiaj", "hassony2")
 #: BatchNorm eps each checkpoint layout implies (the code that published it).
 FORMAT_BN_EPS = {"piergiaj": 1e-3, "hassony2": 1e-5}
 TF_BN_EPS = 1e-3
+
+#: Intermediate levels of ``extract_outputs(levels=True)``: name -> (channels, temporal stride).
+LEVELS = OrderedDict([("Mixed_3c", (480, 2)), ("Mixed_4f", (832, 4)), ("Mixed_5c", (1024, 8))])
 
 #: Inception module channels ``[c0, c1a, c1b, c2a, c2b, c3]`` (spec table 1.1).
 INCEPTION_CHANNELS: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -105,6 +111,37 @@ class InceptionI3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.extract_features(x)
+
+    def extract_outputs(self, x: torch.Tensor, grid: int = 0, levels: bool = False) -> dict:
+        """One forward: ``{"feature": [B, 1024]}`` (exactly :meth:`extract_features`)
+        plus, on request, ``"grid"``: Mixed_5c averaged over time and pooled to
+        ``[B, g, g, 1024]``, and ``"levels"``: ``{Mixed_3c, Mixed_4f, Mixed_5c:
+        [B, C_l, T_l]}`` spatial means (480 / 832 / 1024 channels at temporal
+        strides 2 / 4 / 8, ``T_l = ceil(T / stride)``; SP-TAD's inter-level pyramid)."""
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"I3D expects [B, {self.in_channels}, T, H, W], got {tuple(x.shape)}")
+        maps = {}
+        for name in self.block_names:
+            x = getattr(self, name)(x)
+            if levels and name in LEVELS:
+                maps[name] = x.mean(dim=(3, 4))
+        out: dict = {"feature": temporal_feature_pool(x)}
+        if grid:
+            out["grid"] = grid_pool(x.mean(dim=2), grid)
+        if levels:
+            out["levels"] = OrderedDict((k, maps[k]) for k in LEVELS)
+        return out
+
+    def level_positions(self, num_frames: int) -> dict[str, torch.Tensor]:
+        """Frame position (from the clip start) of every level step of a ``num_frames`` clip.
+
+        Step ``j`` of a level with temporal stride ``s`` summarises frames
+        ``[j*s, (j+1)*s)``; its position is their centre ``j*s + (s-1)/2``.
+        """
+        out = OrderedDict()
+        for name, (_, stride) in LEVELS.items():
+            out[name] = strided_positions(-(-num_frames // stride), stride)
+        return out
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``[B, num_classes]`` (time-averaged logits, no softmax)."""
