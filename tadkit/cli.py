@@ -33,28 +33,14 @@ class _LazyGroup(click.Group):
     """A click group whose stage commands are imported when first used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx)) | set(self._available())
-        return sorted(names)
+        return sorted(set(super().list_commands(ctx)) | set(STAGE_COMMANDS))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
-        if cmd is not None:
+        if cmd is not None or name not in STAGE_COMMANDS:
             return cmd
-        target = STAGE_COMMANDS.get(name)
-        if target is None or name not in self._available():
-            return None
-        module, attr = target.split(":")
+        module, attr = STAGE_COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
-
-    @staticmethod
-    def _available() -> list[str]:
-        """Stage commands whose module is installed (stages land one by one)."""
-        found = []
-        for name, target in STAGE_COMMANDS.items():
-            module = target.split(":")[0]
-            if importlib.util.find_spec(module) is not None:
-                found.append(name)
-        return found
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -28,10 +28,14 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def test_help_lists_info_and_the_installed_stages():
+def test_help_lists_every_stage():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    assert "info" in result.output
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == {"extract", "detect", "evaluate", "data", "demo", "info"}
+    detect = CliRunner().invoke(cli, ["detect", "--help"])
+    assert {"train", "infer"} <= {line.split()[0] for line in detect.output.split("Commands:")[1].splitlines()
+                                  if line.strip()}
 
 
 def test_info_text_and_json(store):
