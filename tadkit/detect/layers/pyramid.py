@@ -1,0 +1,146 @@
+"""Temporal feature pyramids built by strided 1-D convolutions.
+
+Geometry (input grid units: cell ``g`` of the input sequence has centre ``g``):
+level ``l`` has stride ``s_l = first_stride · 2^l`` input cells; its cell ``j``
+covers input cells ``[j·s_l, (j+1)·s_l)`` and is centred at
+``(j + 0.5)·s_l - 0.5``. Every stride-2 convolution (kernel 3, padding 1)
+maps ``L`` cells to ``ceil(L / 2)``, so odd lengths are fine: see
+:func:`pyramid_lengths`.
+
+* :class:`TemporalPyramid` — ``(B, C_in, T)`` -> ``num_levels`` maps
+  ``(B, C, T_l)``: a stem of ``log2(first_stride)`` stride-2 convs, then one
+  stride-2 conv per further level (each conv + GroupNorm + ReLU, padding
+  positions zeroed after every layer).
+* :func:`refine_top_down` — the parameter-free top-down pass of TAL-MTS' RFP:
+  from the coarsest level down, nearest-neighbour upsample and add.
+* :func:`frame_level_feature` — linear interpolation of a level back to the
+  input length (TAL-MTS' ``f_a^c``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TemporalPyramid(nn.Module):
+    """Strided-conv pyramid: ``features (B, C_in, T)``, ``mask (B, T)`` -> list of ``(B, C, T_l)``.
+
+    ``first_stride`` (a power of two) is the stride of level 0 in input cells;
+    ``num_levels`` levels follow, each half as long as the one before.
+    """
+
+    def __init__(self, in_dim: int, dim: int, num_levels: int, first_stride: int = 1):
+        super().__init__()
+        if num_levels < 1:
+            raise ValueError("a pyramid needs at least one level")
+        if first_stride < 1 or first_stride & (first_stride - 1):
+            raise ValueError(f"first_stride must be a power of two, got {first_stride}")
+        self.num_levels = num_levels
+        self.first_stride = first_stride
+        n_stem = int(math.log2(first_stride))
+        stem: list[nn.Module] = []
+        if n_stem == 0:
+            stem.append(ConvNormReLU(in_dim, dim, stride=1))
+        for i in range(n_stem):
+            stem.append(ConvNormReLU(in_dim if i == 0 else dim, dim, stride=2))
+        self.stem = nn.ModuleList(stem)
+        self.down = nn.ModuleList(ConvNormReLU(dim, dim, stride=2) for _ in range(num_levels - 1))
+
+    @property
+    def strides(self) -> list[int]:
+        """Stride of every level, in input cells."""
+        return [self.first_stride * 2 ** i for i in range(self.num_levels)]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        valid_len = None if mask is None else mask.sum(1)
+        stride = 1
+        for layer in self.stem:
+            stride *= layer.stride
+            x = _apply_mask(layer(x), valid_len, stride)
+        levels = [x]
+        for layer in self.down:
+            stride *= 2
+            x = _apply_mask(layer(x), valid_len, stride)
+            levels.append(x)
+        return levels
+
+
+class ConvNormReLU(nn.Module):
+    """Conv1d (kernel 3, padding 1) + GroupNorm + ReLU: ``(B, C_in, L)`` -> ``(B, C, ceil(L / stride))``."""
+
+    def __init__(self, in_dim: int, dim: int, stride: int = 1, kernel: int = 3):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv1d(in_dim, dim, kernel, stride=stride, padding=kernel // 2)
+        self.norm = nn.GroupNorm(num_groups(dim), dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+def refine_top_down(levels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """RFP's top-down refinement: ``out[L-1] = f[L-1]``, ``out[l] = f[l] + nearest(out[l+1])``.
+
+    No parameters: the coarser (already refined) level is upsampled to level
+    ``l``'s length by nearest-neighbour interpolation and added, so semantics
+    flow from the coarsest level all the way down. Shapes are unchanged.
+    """
+    out = list(levels)
+    for l in range(len(out) - 2, -1, -1):
+        out[l] = out[l] + F.interpolate(out[l + 1], size=out[l].shape[-1], mode="nearest")
+    return out
+
+
+def frame_level_feature(level: torch.Tensor, length: int) -> torch.Tensor:
+    """``(B, C, T_l)`` -> ``(B, C, length)`` by linear interpolation (cell centres aligned)."""
+    if level.shape[-1] == length:
+        return level
+    return F.interpolate(level, size=length, mode="linear", align_corners=False)
+
+
+def pyramid_lengths(length: int, first_stride: int, num_levels: int) -> list[int]:
+    """Lengths of the levels of a :class:`TemporalPyramid` over ``length`` input cells."""
+    n = length
+    for _ in range(int(math.log2(first_stride))):
+        n = -(-n // 2)
+    out = [n]
+    for _ in range(num_levels - 1):
+        n = -(-n // 2)
+        out.append(n)
+    return out
+
+
+def level_centers(length: int, stride: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``[length]`` centres, in input grid units, of the cells of a level with ``stride``."""
+    return (torch.arange(length, dtype=torch.float32, device=device) + 0.5) * stride - 0.5
+
+
+def level_mask(mask: torch.Tensor | None, length: int, stride: int, batch: int = 1,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """``(B, length)`` True where a level cell covers at least one real input cell.
+
+    Without an input ``mask`` every cell of the ``batch`` samples is real.
+    """
+    if mask is None:
+        return torch.ones(batch, length, dtype=torch.bool, device=device)
+    start = torch.arange(length, device=mask.device) * stride
+    return start[None, :] < mask.sum(1, keepdim=True)
+
+
+def num_groups(channels: int, max_groups: int = 32) -> int:
+    """The largest group count ``<= max_groups`` that divides ``channels``."""
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def _apply_mask(x: torch.Tensor, valid_len: torch.Tensor | None, stride: int) -> torch.Tensor:
+    if valid_len is None:
+        return x
+    start = torch.arange(x.shape[-1], device=x.device) * stride
+    return x * (start[None, :] < valid_len[:, None]).to(x.dtype)[:, None, :]
