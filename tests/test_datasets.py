@@ -308,3 +308,43 @@ def test_datasets_pickle_for_dataloader_workers(simple):
         assert torch.equal(clone[len(ds) - 1].features, ds[len(ds) - 1].features)
     with pytest.raises(ValueError, match="a subset needs annotations"):
         FullSequenceDataset(store, None, "val")
+
+
+# --------------------------------------------------------------------------- spatial grids
+def test_spatial_grids_follow_the_features_in_every_mode(tmp_path):
+    # grid[i, y, x, c] = feature[i, c] + 100 * (2y + x): time-aligned, cell-identifiable
+    prov = Provenance(backbone="test", streams=("rgb",), feature_dim=2, clip_len=CLIP, stride=STRIDE, fps=FPS,
+                      extras={"spatial_grid": {"size": 2}})
+    frames = num_sampled_frames(6.0, FPS)
+    t = snippet_centers(frames, CLIP, STRIDE, FPS)
+    feats = (10 * np.arange(len(t))[:, None] + np.arange(2)[None, :]).astype(np.float32)
+    cells = 100 * np.arange(4, dtype=np.float32).reshape(2, 2)
+    grid = feats[:, None, None, :] + cells[None, :, :, None]
+    with FeatureStore.create(tmp_path / "f", prov) as w:
+        w.write(VideoFeatures("a", feats, t, FPS, CLIP, STRIDE, frames, 6.0, spatial_grid=grid))
+        w.write(VideoFeatures("b", feats[:7], t[:7], FPS, CLIP, STRIDE, 16, 1.6, spatial_grid=grid[:7]))
+    ann = make_annotations(tmp_path, [("a", 1.0, 2.0, "jump", "train", 6.0), ("b", 0.2, 1.0, "jump", "train", 1.6)])
+
+    full = FullSequenceDataset(tmp_path / "f", ann, grid=True)[0]
+    assert full.grid.shape == (len(t), 2, 2, 2)
+    torch.testing.assert_close(full.grid[:, 1, 0, :], full.features.T + 200)
+
+    resized = ResizedDataset(tmp_path / "f", ann, length=10, grid=True)[0]
+    assert resized.grid.shape == (10, 2, 2, 2)
+    torch.testing.assert_close(resized.grid[:, 0, 1, :], resized.features.T + 100)  # resized like the features
+
+    windows = WindowDataset(tmp_path / "f", ann, window=8, overlap=0.5, grid=True)
+    second = windows[1]
+    assert second.offset == 4 and second.grid.shape == (8, 2, 2, 2)
+    torch.testing.assert_close(second.grid[:, 1, 1, 0], torch.from_numpy(feats[4:12, 0] + 300))
+
+    batch = collate([FullSequenceDataset(tmp_path / "f", ann, grid=True)[i] for i in range(2)], stride=4)
+    assert batch.grid.shape == (2, batch.features.shape[-1], 2, 2, 2)
+    assert batch.grid[1, 7:].abs().sum() == 0 and batch.grid[1, :7].abs().sum() > 0   # padding is zero
+    assert collate([FullSequenceDataset(tmp_path / "f", ann)[0]]).grid is None         # not asked for
+
+
+def test_asking_for_grids_from_features_without_them_is_an_input_error(simple, tmp_path):
+    store, ann = simple
+    with pytest.raises(InputError, match="no spatial grid"):
+        FullSequenceDataset(store, ann, "train", grid=True)

@@ -340,7 +340,8 @@ postprocess: {method: linear, iou_threshold: 0.3, max_per_video: 30}
 CLASSES = ["Jump", "Run"]
 
 
-def _write_store(root: Path, n_train: int = 4, n_val: int = 2, dim: int = 8) -> tuple[Path, Path]:
+def _write_store(root: Path, n_train: int = 4, n_val: int = 2, dim: int = 8,
+                 with_grid: bool = True) -> tuple[Path, Path]:
     """A tiny store via :class:`FeatureStore` (with 2x2 spatial grids) and its annotations."""
     rng = np.random.default_rng(0)
     fps, clip_len, stride, duration = 10.0, 4, 2, 12.0
@@ -364,7 +365,7 @@ def _write_store(root: Path, n_train: int = 4, n_val: int = 2, dim: int = 8) -> 
                        "fps": fps, "annotations": anns}
             grid = np.repeat(feats[:, None, None, :], 2, 1).repeat(2, 2)
             writer.write(VideoFeatures(vid, feats, times, fps, clip_len, stride, num_frames, duration,
-                                       spatial_grid=grid))
+                                       spatial_grid=grid if with_grid else None))
     ann = root / "ann.json"
     ann.write_text(json.dumps({"version": "unit-test", "database": db}))
     return ann, root / "feats"
@@ -404,10 +405,34 @@ def test_cli_train_infer_evaluate_end_to_end(tmp_path):
 
 
 def test_cli_grid_config_without_grids_is_a_one_line_error(tmp_path, capsys):
-    ann, feats = _write_store(tmp_path, n_train=2, n_val=1)
+    ann, feats = _write_store(tmp_path, n_train=2, n_val=1, with_grid=False)
     (tmp_path / "talmts.yaml").write_text(CLI_CONFIG)
     code = main(["detect", "train", "--config", str(tmp_path / "talmts.yaml"), "--features", str(feats),
                  "--annotations", str(ann), "--out", str(tmp_path / "run"), "--set", "talmts.grid_size=2",
                  "--set", "train.epochs=1"])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error:") and "grid_size=0" in err and "Traceback" not in err
+    assert code == 1 and err.startswith("error:") and "no spatial grid" in err and "--spatial-grid" in err
+    assert "Traceback" not in err
+
+
+def test_cli_trains_and_infers_with_spatial_grids_from_the_store(tmp_path, monkeypatch):
+    ann, feats = _write_store(tmp_path)
+    (tmp_path / "talmts.yaml").write_text(CLI_CONFIG)
+    seen = []
+    forward = TALMTS.forward
+
+    def spy(self, features, mask=None, grid=None):
+        seen.append(None if grid is None else tuple(grid.shape))
+        return forward(self, features, mask, grid)
+
+    monkeypatch.setattr(TALMTS, "forward", spy)
+    run, pred = tmp_path / "run", tmp_path / "pred.json"
+    grid_args = ["--set", "talmts.grid_size=2", "--set", "talmts.grid_dim=8", "--set", "train.epochs=2"]
+    assert main(["detect", "train", "--config", str(tmp_path / "talmts.yaml"), "--features", str(feats),
+                 "--annotations", str(ann), "--out", str(run), *grid_args]) == 0
+    assert seen and all(shape is not None and shape[2:] == (2, 2, 8) for shape in seen)
+    seen.clear()
+    assert main(["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "validation",
+                 "--out", str(pred)]) == 0
+    assert seen and all(shape is not None and shape[1] == 32 for shape in seen)  # windows of 32 snippets
+    assert set(json.loads(pred.read_text())["results"]) == {"vid04", "vid05"}

@@ -82,6 +82,7 @@ class Sample:
     segments: torch.Tensor
     labels: torch.Tensor
     offset: int = 0
+    grid: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -103,6 +104,8 @@ class Batch:
     """A padded batch of :class:`Sample` (made by :func:`collate`).
 
     ``features (B, C, T)`` float32, ``mask (B, T)`` bool (False on padding),
+    ``grid (B, T, g, g, C_g)`` float32 or None: the per-snippet spatial grids
+    when the dataset was asked for them (``grid=True``),
     ``segments`` / ``labels``: lists of ``(N_i, 2)`` float32 / ``(N_i,)`` int64
     in grid units, ``axes`` / ``video_ids`` / ``durations`` / ``offsets``: one
     per sample; ``origins`` / ``steps`` ``(B,)`` float64 tensors hold the axes
@@ -119,6 +122,7 @@ class Batch:
     offsets: torch.Tensor
     origins: torch.Tensor
     steps: torch.Tensor
+    grid: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -128,7 +132,8 @@ class Batch:
         mv = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(mv(self.features), mv(self.mask), [mv(s) for s in self.segments],
                      [mv(lab) for lab in self.labels], self.axes, self.video_ids,
-                     mv(self.durations), mv(self.offsets), mv(self.origins), mv(self.steps))
+                     mv(self.durations), mv(self.offsets), mv(self.origins), mv(self.steps),
+                     None if self.grid is None else mv(self.grid))
 
     def to_seconds(self, i: int, grid: np.ndarray | torch.Tensor) -> np.ndarray:
         """``[N, 2]`` grid positions of sample ``i`` -> seconds in ``[0, duration]``."""
@@ -160,6 +165,17 @@ def collate(samples: Sequence[Sample], stride: int = 1, pad_to: int | None = Non
             raise ValueError(f"sample {s.video_id!r} has {s.features.shape[0]} channels, expected {c}")
         feats[i, :, :s.length] = s.features
         mask[i, :s.length] = s.mask
+    grid = None
+    with_grid = [s.grid is not None for s in samples]
+    if any(with_grid):
+        if not all(with_grid):
+            raise ValueError("some samples carry a spatial grid and some do not")
+        shape = samples[0].grid.shape[1:]
+        grid = torch.zeros((len(samples), target, *shape), dtype=samples[0].grid.dtype)
+        for i, s in enumerate(samples):
+            if s.grid.shape[1:] != shape:
+                raise ValueError(f"sample {s.video_id!r} has a {tuple(s.grid.shape[1:])} grid, expected {tuple(shape)}")
+            grid[i, :s.length] = s.grid
     return Batch(
         features=feats, mask=mask,
         segments=[s.segments for s in samples], labels=[s.labels for s in samples],
@@ -168,6 +184,7 @@ def collate(samples: Sequence[Sample], stride: int = 1, pad_to: int | None = Non
         offsets=torch.tensor([s.offset for s in samples], dtype=torch.long),
         origins=torch.tensor([s.axis.origin for s in samples], dtype=torch.float64),
         steps=torch.tensor([s.axis.step for s in samples], dtype=torch.float64),
+        grid=grid,
     )
 
 
@@ -228,19 +245,29 @@ class FeatureDataset(Dataset):
         Provenance the features must match (else ``ProvenanceError``).
     warn:
         Emit a :class:`DatasetWarning` when videos are missing.
+    grid:
+        Also read every snippet's spatial grid (``sample.grid (T, g, g, C)``,
+        resized or windowed like the features); the store must have been
+        extracted with ``--spatial-grid``.
     """
 
     def __init__(self, store: FeatureStore | str | Path, annotations: Annotations | None = None,
                  subset: str | Sequence[str] | None = None, *,
-                 expect: Provenance | Mapping[str, Any] | None = None, warn: bool = True):
+                 expect: Provenance | Mapping[str, Any] | None = None, warn: bool = True,
+                 grid: bool = False):
         if annotations is None and subset:
             raise ValueError("a subset needs annotations")
         self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
         if expect is not None:
             self.store.check(expect)
+        self.grid = grid
         full = annotations
         self.annotations = annotations.subset(subset) if annotations is not None and subset else annotations
         self.report = self._match_videos(full)
+        if grid and not self.store.provenance.extras.get("spatial_grid") and \
+                "spatial_grid" not in self.store.meta(self.report.videos[0])["shapes"]:
+            raise InputError(self.store.root, "these features have no spatial grid; extract them with "
+                             "--spatial-grid G (or use a head setting without grids)")
         if warn and (self.report.missing_features or self.report.unannotated):
             warnings.warn(f"{self.store.root}: " + " | ".join(self.report.messages()), DatasetWarning,
                           stacklevel=3)
@@ -265,7 +292,10 @@ class FeatureDataset(Dataset):
 
     # -- helpers for the modes ------------------------------------------------------
     def _read(self, video_id: str, rows: slice | None = None) -> VideoFeatures:
-        return self.store.read(video_id, rows=rows, extras=False)
+        v = self.store.read(video_id, rows=rows, extras={"spatial_grid"} if self.grid else False)
+        if self.grid and v.spatial_grid is None:
+            raise InputError(self.store.path_of(video_id), "no spatial grid stored for this video")
+        return v
 
     def _duration(self, video_id: str, feats: VideoFeatures) -> float:
         d = self.annotations.duration_of(video_id) if self.annotations is not None else math.nan
@@ -277,10 +307,12 @@ class FeatureDataset(Dataset):
         return self.annotations.segments_of(video_id)
 
     def _sample(self, video_id: str, feats: np.ndarray, axis: TimeAxis, duration: float,
-                offset: int, min_ioi: float, keep_span: tuple[float, float] | None = None) -> Sample:
+                offset: int, min_ioi: float, keep_span: tuple[float, float] | None = None,
+                spatial: np.ndarray | None = None) -> Sample:
         segs, labels = self._ground_truth(video_id)
         grid, keep = targets_on_axis(segs, axis, min_ioi, keep_span)
         return Sample(
+            grid=None if spatial is None else torch.from_numpy(np.ascontiguousarray(spatial, dtype=np.float32)),
             video_id=video_id,
             features=torch.from_numpy(np.ascontiguousarray(feats.T, dtype=np.float32)),
             mask=torch.ones(feats.shape[0], dtype=torch.bool),
@@ -336,10 +368,11 @@ class FullSequenceDataset(FeatureDataset):
         duration = self._duration(vid, v)
         t = v.num_snippets
         if self.max_length is None or t <= self.max_length:
-            return self._sample(vid, v.features, axis, duration, 0, 0.0)
+            return self._sample(vid, v.features, axis, duration, 0, 0.0, spatial=v.spatial_grid)
         offset = int(torch.randint(0, t - self.max_length + 1, (1,)).item())
-        return self._sample(vid, v.features[offset:offset + self.max_length],
-                            axis.window(offset, self.max_length), duration, offset, self.min_ioi)
+        crop = slice(offset, offset + self.max_length)
+        return self._sample(vid, v.features[crop], axis.window(offset, self.max_length), duration, offset,
+                            self.min_ioi, spatial=None if v.spatial_grid is None else v.spatial_grid[crop])
 
 
 class ResizedDataset(FeatureDataset):
@@ -370,7 +403,11 @@ class ResizedDataset(FeatureDataset):
         feats = resize_features(np.asarray(v.features, dtype=np.float32), self.length)
         # keep what the stored snippets cover; the resized cells span slightly less at the ends
         span = tuple(axis.to_grid(np.array([stored.start, stored.end])))
-        return self._sample(vid, feats, axis, self._duration(vid, v), 0, 0.0, span)
+        spatial = None
+        if v.spatial_grid is not None:  # resized along time exactly like the features
+            g = np.asarray(v.spatial_grid, dtype=np.float32)
+            spatial = resize_features(g.reshape(g.shape[0], -1), self.length).reshape(self.length, *g.shape[1:])
+        return self._sample(vid, feats, axis, self._duration(vid, v), 0, 0.0, span, spatial=spatial)
 
 
 class WindowDataset(FeatureDataset):
@@ -420,7 +457,8 @@ class WindowDataset(FeatureDataset):
         vid, off, length = self.windows[index]
         v = self._read(vid, rows=slice(off, off + length))
         axis = self._axes[vid].window(off, length)
-        return self._sample(vid, v.features, axis, self._duration(vid, v), off, self.min_ioi)
+        return self._sample(vid, v.features, axis, self._duration(vid, v), off, self.min_ioi,
+                            spatial=v.spatial_grid)
 
 
 def make_dataset(mode: str, store: FeatureStore | str | Path, annotations: Annotations | None = None,

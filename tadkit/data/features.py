@@ -324,17 +324,24 @@ class FeatureStore:
         return self.root / VIDEOS_DIR / f"{name}.h5"
 
     # -- reading ----------------------------------------------------------------
-    def read(self, video_id: str, rows: slice | None = None, *, extras: bool = True) -> VideoFeatures:
-        """Features of ``video_id``; ``rows`` reads only those snippets (lazily)."""
+    def read(self, video_id: str, rows: slice | None = None, *,
+             extras: bool | frozenset[str] | set[str] = True) -> VideoFeatures:
+        """Features of ``video_id``; ``rows`` reads only those snippets (lazily).
+
+        ``extras``: read the optional arrays too (True), none of them (False),
+        or only those named (``{"spatial_grid"}``, ``{"levels"}``). ``rows``
+        applies to the spatial grid as well; levels are always read whole.
+        """
         if video_id not in self._index():
             raise KeyError(f"{self.root}: no features for video {video_id!r}")
         path = self.path_of(video_id)
         sel = slice(None) if rows is None else rows
+        wanted = {"spatial_grid", "levels"} if extras is True else set(extras or ())
         try:
             with h5py.File(path, "r") as f:
                 a = f.attrs
                 levels = {}
-                if extras and "levels" in f:
+                if "levels" in wanted and "levels" in f:
                     for key in f["levels"]:
                         g = f["levels"][key]
                         levels[g.attrs["name"]] = (g["features"][()], g["times"][()])
@@ -347,7 +354,7 @@ class FeatureStore:
                     stride=int(a["stride"]),
                     num_frames=int(a["num_frames"]),
                     duration=float(a["duration"]),
-                    spatial_grid=f["spatial_grid"][sel] if extras and "spatial_grid" in f else None,
+                    spatial_grid=f["spatial_grid"][sel] if "spatial_grid" in wanted and "spatial_grid" in f else None,
                     levels=levels,
                 )
         except (OSError, KeyError) as exc:

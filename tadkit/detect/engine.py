@@ -92,8 +92,8 @@ def train(cfg: DetectConfig, features: str | os.PathLike, annotations: str | os.
                                                cfg.train.seed)
         head = build_head(cfg.head, getattr(cfg, cfg.head, None), store.provenance.feature_dim,
                           len(ann.classes))
-        train_set = _dataset(cfg, store, train_ann.select(train_ids), training=True)
-        holdout_set = (_dataset(cfg, store, train_ann.select(holdout_ids), training=True)
+        train_set = _dataset(cfg, store, train_ann.select(train_ids), training=True, grid=head.uses_grid)
+        holdout_set = (_dataset(cfg, store, train_ann.select(holdout_ids), training=True, grid=head.uses_grid)
                        if holdout_ids else None)
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def infer(run: str | os.PathLike, features: str | os.PathLike, out: str | os.Pat
     state = _load_checkpoint(_checkpoint_path(run, checkpoint))
     head.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
     head.to(dev).eval()
-    dataset = _dataset(cfg, store, ann, training=False)
+    dataset = _dataset(cfg, store, ann, training=False, grid=head.uses_grid)
     loader = DataLoader(_Guarded(dataset), batch_size=max(1, cfg.train.batch_size), shuffle=False,
                         num_workers=cfg.data.num_workers, collate_fn=_collate_fn(cfg, head))
     t0 = time.perf_counter()
@@ -155,7 +155,7 @@ def infer(run: str | os.PathLike, features: str | os.PathLike, out: str | os.Pat
                 continue
             b = batch.to(dev)
             with _autocast(dev, cfg.train.amp):
-                outputs = head(b.features, b.mask)
+                outputs = _forward(head, b)
             dets = head.decode(outputs, b.mask, topk=pp.pre_nms_topk, min_score=pp.min_score)
             for i, det in enumerate(dets):
                 vid = batch.video_ids[i]
@@ -384,7 +384,7 @@ class Trainer:
             b = batch.to(dev)
             targets = [{"segments": s, "labels": l} for s, l in zip(b.segments, b.labels)]
             with _autocast(dev, self.use_amp):
-                outputs = self.model(b.features, b.mask)
+                outputs = _forward(self.model, b)
             losses = self.head.loss(outputs, b.mask, targets)
             loss = losses["loss"]
             if not torch.isfinite(loss):
@@ -428,7 +428,7 @@ class Trainer:
                 continue
             b = batch.to(self.ctx.device)
             targets = [{"segments": s, "labels": l} for s, l in zip(b.segments, b.labels)]
-            total += float(self.head.loss(self.head(b.features, b.mask), b.mask, targets)["loss"]) * len(b)
+            total += float(self.head.loss(_forward(self.head, b), b.mask, targets)["loss"]) * len(b)
             n += len(b)
         self.head.train()
         return round(total / max(1, n), 6)
@@ -551,7 +551,14 @@ def _autocast(device: torch.device, enabled: bool) -> Any:
     return nullcontext()
 
 
-def _dataset(cfg: DetectConfig, store: Any, annotations: Any, training: bool) -> Any:
+def _forward(model: torch.nn.Module, b: Any) -> dict[str, torch.Tensor]:
+    """The head's forward on a batch; spatial grids go along when the batch has them."""
+    if b.grid is None:
+        return model(b.features, b.mask)
+    return model(b.features, b.mask, grid=b.grid)
+
+
+def _dataset(cfg: DetectConfig, store: Any, annotations: Any, training: bool, grid: bool = False) -> Any:
     from tadkit.data.datasets import make_dataset
 
     d = cfg.data
@@ -562,7 +569,7 @@ def _dataset(cfg: DetectConfig, store: Any, annotations: Any, training: bool) ->
         kwargs = dict(length=d.length)
     else:
         kwargs = dict(max_length=d.max_length if training else None, min_ioi=d.min_ioi)
-    return make_dataset(d.mode, store, annotations, None, warn=False, **kwargs)
+    return make_dataset(d.mode, store, annotations, None, warn=False, grid=grid, **kwargs)
 
 
 def _collate_fn(cfg: DetectConfig, head: DetectionHead) -> "_GuardedCollate":

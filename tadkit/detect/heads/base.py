@@ -37,6 +37,9 @@ class DetectionHead(nn.Module):
     num_classes: int
     #: inputs are padded to a multiple of this many cells (the head's total downsampling)
     stride: int = 1
+    #: True when ``forward`` needs ``grid (B, T, g, g, C)``: per-snippet spatial grids
+    #: (the engine then reads them from the features and passes ``grid=``)
+    uses_grid: bool = False
 
     def loss(self, outputs: dict[str, torch.Tensor], mask: torch.Tensor,
              targets: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

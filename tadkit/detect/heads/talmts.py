@@ -105,6 +105,11 @@ class TALMTS(DetectionHead):
         nn.init.normal_(self.loc_pred.weight, std=0.01)
         nn.init.zeros_(self.loc_pred.bias)
 
+    @property
+    def uses_grid(self) -> bool:
+        """The spatial modules read per-snippet grids (``grid_size > 0`` and STT or FSA on)."""
+        return self.cfg.grid_size > 0 and (self.cfg.stt or self.cfg.fsa)
+
     # ------------------------------------------------------------------ forward
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None,
                 grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
