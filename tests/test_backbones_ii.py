@@ -39,13 +39,7 @@ LAYOUT_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and avoids OpenMP spinning on a shared 2-core box.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def randomised(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -23,13 +23,7 @@ from tadkit.detect.postprocess import Detections
 from tadkit.errors import ProvenanceError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny models run faster so on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 TINY = """\
 head: mltpn

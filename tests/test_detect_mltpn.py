@@ -12,13 +12,7 @@ from tadkit.detect.heads.mltpn import (MLTPN, TemporalHModule, anchor_ratios, an
 from tadkit.errors import ConfigError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny models run faster so on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 TINY = dict(embed_dim=8, transform_k1=4, transform_k2=4, thm_channels=8, thm_out_channels=8,
             num_thms=2, num_scales=3, mfm_reduction=4, head_squeeze=2)

@@ -27,13 +27,7 @@ from tadkit.errors import ConfigError
 from tadkit.timeline import num_sampled_frames, snippet_centers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny models run faster so on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 TINY = dict(dim=16, num_levels=4, first_stride=1, stt_dim=16, fsa_dim=16, num_heads=2, boundary_dim=8,
