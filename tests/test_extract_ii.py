@@ -198,6 +198,36 @@ def test_tsn_checkpoint_in_its_own_layout_gives_the_seeded_features(tmp_path):
     np.testing.assert_array_equal(w.read("a").features, r.read("a").features)
 
 
+def test_tsn_class_scores_are_the_classifier_logits_of_the_pooled_features(tmp_path, capsys):
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    make_video(vids / "a.avi", n=20)
+    common = ["extract", str(vids), "--backbone", "tsn", "--streams", "rgb", "--size", "32", "--device", "cpu",
+              "--no-progress", "--random-weights"]
+    assert main([*common, "--out", str(tmp_path / "feats")]) == 0
+    assert main([*common, "--out", str(tmp_path / "scores"), "--class-scores"]) == 0
+    feats, scores = FeatureStore.open(tmp_path / "feats"), FeatureStore.open(tmp_path / "scores")
+    assert scores.provenance.feature_dim == 400 and feats.provenance.feature_dim == 2048
+    assert scores.provenance.extras["class_scores"]["classes"] == {"rgb": 400}
+    # the same seeded model: scores = its classifier applied to the stored pooled features
+    torch.manual_seed(0)
+    model = backbones.build("tsn_r50_rgb").eval()
+    with torch.no_grad():
+        expected = model.class_scores(torch.from_numpy(feats.read("a").features)).numpy()
+    np.testing.assert_allclose(scores.read("a").features, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(scores.read("a").times, feats.read("a").times)
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "scores"), "--class-scores"]) == 0   # a rerun: nothing to do
+    assert "0 extracted, 1 already present" in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "scores")]) == 1          # the same store without the flag
+    assert "feature_dim: features have 400, expected 2048" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "x"), "--class-scores", "--levels"]) == 1
+    assert "does not combine" in capsys.readouterr().err
+    assert main(["extract", str(vids), "--out", str(tmp_path / "y"), "--random-weights", "--device", "cpu",
+                 "--class-scores"]) == 1                                          # i3d has no classifier scores here
+    assert "--class-scores needs a backbone" in capsys.readouterr().err
+
+
 def test_stores_keep_their_extra_output_settings(tmp_path, capsys):
     vids = tmp_path / "videos"
     vids.mkdir()

@@ -50,6 +50,9 @@ def _list_backbones(ctx: click.Context, _param: click.Parameter, value: bool) ->
 @click.option("--spatial-grid", type=int, default=None, metavar="G",
               help="Also store a G x G grid of the last stage per snippet ([T, G, G, C]).")
 @click.option("--levels", is_flag=True, help="Also store intermediate stages with their own times (levels/...).")
+@click.option("--class-scores", is_flag=True,
+              help="Store the classifier's class scores (logits) per stream instead of the pooled features "
+                   "(TSN; the CUHK ActivityNet features). Needs checkpoints with a classifier.")
 @click.option("--recipe", default=None, help="Preprocessing recipe [default: the backbone's first, i3d: i3d_thumos].")
 @click.option("--size", type=int, default=None,
               help="Crop size override, the resize scales alike [default: the recipe's: i3d/slowfast 224, "
@@ -72,7 +75,7 @@ def _list_backbones(ctx: click.Context, _param: click.Parameter, value: bool) ->
 def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | None, weights: tuple[str, ...],
             random_weights: bool, seed: int, checkpoint_format: str, bn_eps: float | None, fps: float | None,
             clip_len: int | None, stride: int | None, spatial_grid: int | None, levels: bool,
-            recipe: str | None, size: int | None,
+            class_scores: bool, recipe: str | None, size: int | None,
             device: str | None, batch_size: int | None, amp: bool, flow_dir: str | None,
             flow_size: int | None, flow_scales: int, flow_warps: int, flow_threads: int, backend: str,
             workers: int, distributed: bool, progress: bool | None) -> None:
@@ -97,7 +100,7 @@ def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | Non
         weights=_parse_weights(weights),
         random_weights=random_weights, seed=seed, checkpoint_format=checkpoint_format, bn_eps=bn_eps,
         fps=fps, clip_len=clip_len, stride=stride, spatial_grid=spatial_grid, levels=levels,
-        recipe=recipe, size=size, device=device,
+        class_scores=class_scores, recipe=recipe, size=size, device=device,
         batch_size=batch_size, amp=amp, flow_dir=flow_dir, backend=backend, workers=workers,
         flow=FlowOptions(size=flow_size, scales=flow_scales, warps=flow_warps, threads=flow_threads),
     )

@@ -92,6 +92,7 @@ class ExtractOptions:
     prefetch: int = 2
     spatial_grid: int | None = None
     levels: bool = False
+    class_scores: bool = False
 
 
 @dataclass
@@ -155,6 +156,8 @@ class Extractor:
         if opts.flow_dir is not None and not Path(opts.flow_dir).is_dir():
             raise InputError(opts.flow_dir, "no such flow folder")
         self.models, self.weights = self._load_models()
+        if opts.class_scores:
+            self._check_class_scores()
         self.provenance = self._provenance()
 
     # -- models -----------------------------------------------------------------
@@ -190,6 +193,30 @@ class Extractor:
             models[stream] = model.to(self.device).eval()
         return models, weights
 
+    def _check_class_scores(self) -> None:
+        if self.opts.spatial_grid or self.opts.levels:
+            raise ConfigError("--class-scores stores classifier scores; it does not combine with "
+                              "--spatial-grid or --levels")
+        for stream, model in self.models.items():
+            if not hasattr(model, "class_scores"):
+                raise ConfigError(f"--class-scores needs a backbone whose features feed a classifier "
+                                  f"(tsn); {self.family.name} does not offer them")
+            if not getattr(model, "num_classes", 0):
+                raise ConfigError(f"--class-scores: the {stream} checkpoint has no classifier")
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of a stored snippet: streams' features (or class scores) concatenated."""
+        if self.opts.class_scores:
+            return sum(int(m.num_classes) for m in self.models.values())
+        return self.family.stream_dim * len(self.streams)
+
+    def _features(self, stream: str, x: torch.Tensor) -> torch.Tensor:
+        """One stream's ``[B, D]`` output: pooled features, or class scores with ``--class-scores``."""
+        model = self.models[stream]
+        f = model.extract_features(x)
+        return model.class_scores(f) if self.opts.class_scores else f
+
     def _provenance(self) -> Provenance:
         flow: dict[str, Any] = {}
         if "flow" in self.streams:
@@ -203,7 +230,7 @@ class Extractor:
         return Provenance(
             backbone=self.opts.backbone,
             streams=self.streams,
-            feature_dim=self.family.stream_dim * len(self.streams),
+            feature_dim=self.feature_dim,
             clip_len=self.clip_len,
             stride=self.stride,
             fps=None if self.opts.fps is None else float(self.opts.fps),
@@ -221,6 +248,10 @@ class Extractor:
         """Provenance of ``--spatial-grid`` / ``--levels`` (only when requested, so that
         stores written without them keep their provenance)."""
         out: dict[str, Any] = {}
+        if self.opts.class_scores:
+            out["class_scores"] = {
+                "classes": {s: int(m.num_classes) for s, m in self.models.items()},
+                "what": "classifier logits per stream (before softmax) instead of pooled features"}
         if self.opts.spatial_grid:
             out["spatial_grid"] = {"size": int(self.opts.spatial_grid),
                                    "layout": "[T, g, g, C]: last stage pooled to g x g per snippet, "
@@ -263,9 +294,9 @@ class Extractor:
                 x = inputs[stream].to(self.device, non_blocking=True)
                 if self.opts.amp:
                     with torch.autocast("cuda", dtype=torch.float16):
-                        f = self.models[stream].extract_features(x)
+                        f = self._features(stream, x)
                 else:
-                    f = self.models[stream].extract_features(x)
+                    f = self._features(stream, x)
                 outs.append(f.float().cpu())
         return torch.cat(outs, dim=1).numpy()
 
@@ -639,8 +670,8 @@ def _gather(per_frame: torch.Tensor, need: np.ndarray, idx: np.ndarray) -> torch
 
 
 def _check_extra_outputs(store: FeatureStore, mine: Provenance) -> None:
-    """A store written with other ``--spatial-grid`` / ``--levels`` settings cannot be joined."""
-    for key, flag in (("spatial_grid", "--spatial-grid"), ("levels", "--levels")):
+    """A store written with other ``--spatial-grid`` / ``--levels`` / ``--class-scores`` settings cannot be joined."""
+    for key, flag in (("spatial_grid", "--spatial-grid"), ("levels", "--levels"), ("class_scores", "--class-scores")):
         have, want = store.provenance.extras.get(key), mine.extras.get(key)
         if have != want:
             def said(v: Any) -> str:
