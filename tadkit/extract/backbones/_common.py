@@ -1,9 +1,10 @@
-"""Pieces shared by the stage-II backbones (TSN, SlowFast, R(2+1)D, MFE).
+"""Pieces shared by the backbones (I3D, TSN, SlowFast, R(2+1)D, MFE).
 
-* :func:`load_checked` -- strict state-dict loading with one readable error
+* :func:`load_strict` -- strict state-dict loading with one readable error
   that lists missing, unexpected and mis-shaped keys; ``num_batches_tracked``
-  is optional (older checkpoints lack it); the classifier is sized from the
-  checkpoint or dropped when the checkpoint has none.
+  is optional (older checkpoints lack it). Used by every backbone, I3D too.
+* :func:`load_checked` -- :func:`load_strict` after sizing the classifier
+  from the checkpoint (or dropping it when the checkpoint has none).
 * :func:`detect_layout` -- pick a key layout from signature prefixes, or say
   that ``fmt=`` is needed.
 * :func:`grid_pool` -- the ``--spatial-grid`` output ``[B, g, g, C]``.
@@ -53,6 +54,19 @@ def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], *, what: s
         model.set_num_classes(int(weight.shape[0]))
     elif not any(k.startswith(head_prefix) for k in sd):
         model.set_num_classes(0)
+    load_strict(model, sd, what=what, fmt=fmt, source=source, hint=hint)
+
+
+def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, what: str, fmt: str, source: str,
+                hint: Callable[[Mapping[str, torch.Tensor], list[str], list[str]], str] | None = None,
+                ) -> None:
+    """Load ``sd`` (the model's own key names) exactly, or raise one readable error.
+
+    Every key must be present with its shape, except ``num_batches_tracked``
+    (older checkpoints lack it; the model's value is kept). The
+    :class:`InputError` names ``source`` and lists a few missing, unexpected
+    and mis-shaped keys; ``hint(sd, missing, unexpected)`` may add a sentence.
+    """
     own = model.state_dict()
     optional = {k for k in own if k.endswith("num_batches_tracked")}
     missing = [k for k in own if k not in sd and k not in optional]
@@ -68,7 +82,8 @@ def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], *, what: s
         problems.append(f"{len(wrong)} shape mismatches ({few(wrong)})")
     if problems:
         extra = hint(sd, missing, unexpected) if hint is not None else ""
-        raise InputError(source, f"not a {what} checkpoint in the {fmt} layout: " + "; ".join(problems)
+        article = "an" if what[:1].upper() in "AEIOU" else "a"
+        raise InputError(source, f"not {article} {what} checkpoint in the {fmt} layout: " + "; ".join(problems)
                          + (f"; {extra}" if extra else ""))
     full = dict(sd)
     for k in optional:

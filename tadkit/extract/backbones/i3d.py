@@ -34,7 +34,7 @@ from torch import nn
 
 from tadkit.errors import InputError
 
-from ._common import grid_pool, strided_positions
+from ._common import few, grid_pool, load_strict, strided_positions
 
 FEATURE_DIM = 1024
 CHECKPOINT_FORMATS = ("piergiaj", "hassony2")
@@ -187,35 +187,20 @@ class InceptionI3d(nn.Module):
         logits_w = sd.get("logits.conv3d.weight")
         if isinstance(logits_w, torch.Tensor) and logits_w.ndim == 5 and logits_w.shape[1] == FEATURE_DIM:
             self.reset_classes(int(logits_w.shape[0]))
-        own = self.state_dict()
-        optional = {k for k in own if k.endswith("num_batches_tracked")}
-        missing = [k for k in own if k not in sd and k not in optional]
-        unexpected = [k for k in sd if k not in own]
-        wrong = [f"{k} {list(sd[k].shape)} (model: {list(own[k].shape)})"
-                 for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing keys ({_few(missing)})")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
-        if wrong:
-            hint = ""
-            stem = "Conv3d_1a_7x7.conv3d.weight"
-            if stem in sd and sd[stem].ndim == 5 and sd[stem].shape[1] != self.in_channels:
-                hint = (f"; the checkpoint is for {sd[stem].shape[1]}-channel input, the model takes "
-                        f"{self.in_channels} (rgb and flow weights swapped?)")
-            problems.append(f"{len(wrong)} shape mismatches ({_few(wrong)}){hint}")
-        if problems:
-            raise InputError(source, f"not an I3D checkpoint in the {fmt} layout: " + "; ".join(problems))
-        full = dict(sd)
-        for k in optional:
-            full.setdefault(k, own[k])
-        self.load_state_dict(full, strict=True)
+        load_strict(self, sd, what="I3D", fmt=fmt, source=source, hint=self._swap_hint)
         if bn_eps == "auto":
             self.set_bn_eps(FORMAT_BN_EPS[fmt])
         elif bn_eps is not None:
             self.set_bn_eps(float(bn_eps))
         return fmt
+
+
+    def _swap_hint(self, sd: Mapping[str, torch.Tensor], missing: list[str], unexpected: list[str]) -> str:
+        stem = sd.get("Conv3d_1a_7x7.conv3d.weight")
+        if isinstance(stem, torch.Tensor) and stem.ndim == 5 and stem.shape[1] != self.in_channels:
+            return (f"the checkpoint is for {stem.shape[1]}-channel input, the model takes "
+                    f"{self.in_channels} (rgb and flow weights swapped?)")
+        return ""
 
 
 def temporal_feature_pool(fmap: torch.Tensor) -> torch.Tensor:
@@ -245,7 +230,7 @@ def detect_format(state: Mapping[str, object], source: str = "checkpoint") -> st
         return "hassony2"
     raise InputError(source, "not a recognised I3D checkpoint (expected piergiaj keys like "
                      f"'Conv3d_1a_7x7.conv3d.weight' or hassony2 keys like "
-                     f"'conv3d_1a_7x7.conv3d.weight'; found {_few(keys)})")
+                     f"'conv3d_1a_7x7.conv3d.weight'; found {few(keys)})")
 
 
 def convert_state_dict(state: Mapping[str, torch.Tensor], src: str, dst: str) -> dict[str, torch.Tensor]:
@@ -375,7 +360,3 @@ def _is_classifier(key: str, fmt: str) -> bool:
     return key.startswith("logits." if fmt == "piergiaj" else "conv3d_0c_1x1.")
 
 
-def _few(items: Sequence[str], n: int = 4) -> str:
-    items = list(items)
-    shown = ", ".join(items[:n])
-    return shown + (f", ... {len(items) - n} more" if len(items) > n else "")
