@@ -168,7 +168,7 @@ def test_ddp_two_cpu_processes(data, tmp_path):
          str(ann), "--out", str(out), "--set", "train.epochs=1"],
         capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("trained 1 epochs") == 1  # rank 0 reports
+    assert proc.stdout.count("trained 1 epochs") == 1, (proc.stdout[-2000:], proc.stderr[-2000:])  # rank 0 only
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
     assert (out / "checkpoints" / "last.pt").is_file()
 

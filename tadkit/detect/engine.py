@@ -53,6 +53,7 @@ from tadkit.detect.postprocess import (Detections, detections_to_json, fuse_clas
                                        load_classifier_scores, merge_windows, postprocess_video,
                                        save_candidates)
 from tadkit.errors import ConfigError, InputError, TadkitError
+from tadkit.progress import track
 
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "run.json"
@@ -149,7 +150,7 @@ def infer(run: str | os.PathLike, features: str | os.PathLike, out: str | os.Pat
     t0 = time.perf_counter()
     parts, durations, failed = [], {}, {}
     with torch.no_grad():
-        for batch, bad in loader:
+        for batch, bad in track(loader, len(loader), "infer", "batch", enabled=None if echo else False):
             failed.update(bad)
             if batch is None:
                 continue
@@ -374,7 +375,9 @@ class Trainer:
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
-        for it, (batch, bad) in enumerate(loader):
+        batches = track(loader, len(loader), f"epoch {epoch + 1}", "batch",
+                        enabled=None if self.echo is not None else False, leave=False)
+        for it, (batch, bad) in enumerate(batches):
             if bad:
                 self._record_failures(bad, epoch)
             if batch is None:

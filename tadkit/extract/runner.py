@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from tadkit.extract.flow import (FlowFrames, FlowOptions, encode_flow, next_fram
 from tadkit.extract.transforms import Recipe, crop_maps, flow_to_tensor, get_recipe, resize_frames, rgb_to_tensor
 from tadkit.extract.video import (SnippetPlan, VideoError, VideoReader, open_video, plan_snippets,
                                   video_id)
+from tadkit.progress import progress_bar
 
 #: Default snippets per forward: small on CPU (3D activations are memory-bound).
 DEFAULT_BATCH = {"cpu": 2, "cuda": 16}
@@ -693,13 +693,7 @@ def _check_streams(streams: Sequence[str] | None, fam: backbones.Family) -> tupl
 
 
 def _progress_bar(total: int, progress: bool | None, rank: int) -> Any:
-    enabled = sys.stderr.isatty() if progress is None else progress
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="video", desc=f"extract[{rank}]" if rank else "extract",
-                file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total, f"extract[{rank}]" if rank else "extract", "video", progress)
 
 
 def _one_line(exc: BaseException) -> str:
