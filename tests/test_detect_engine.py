@@ -85,7 +85,7 @@ def test_train_writes_run_directory(trained):
     epochs = [r for r in records if r["event"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2] and all(np.isfinite(r["loss"]) for r in epochs)
     assert any(r["event"] == "step" and "lr" in r for r in records)
-    state = torch.load(trained / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)
     assert set(state) >= {"model", "optimizer", "scheduler", "epoch", "rng", "scaler"}
     assert state["epoch"] == 2
 
@@ -135,8 +135,8 @@ def test_resume_continues_bit_for_bit(data, trained, tmp_path):
     shutil.copyfile(ck / "epoch_0001.pt", ck / "last.pt")
     cfg = load_config(DetectConfig, root / "tiny.yaml")
     train(cfg, feats, ann, resumed, resume=True, echo=None)
-    a = torch.load(trained / "checkpoints" / "epoch_0002.pt", weights_only=False)
-    b = torch.load(ck / "epoch_0002.pt", weights_only=False)
+    a = torch.load(trained / "checkpoints" / "epoch_0002.pt", weights_only=True)
+    b = torch.load(ck / "epoch_0002.pt", weights_only=True)
     for key, t in a["model"].items():
         assert torch.equal(t, b["model"][key]), key
     for pid, st in a["optimizer"]["state"].items():
@@ -223,7 +223,7 @@ def test_holdout_selection_and_ema_weights_are_used(data, tmp_path):
     assert len(meta["holdout_videos"]) == 2 and meta["train_videos"] == 3
     epoch = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()][-1]
     assert np.isfinite(epoch["holdout_loss"])
-    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert best["ema"] is not None
     assert any(not torch.equal(best["ema"][k], best["model"][k]) for k in best["model"]
                if best["model"][k].dtype.is_floating_point)
