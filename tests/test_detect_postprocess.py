@@ -149,7 +149,7 @@ def test_load_classifier_scores_reorders_and_validates(tmp_path):
     with pytest.raises(InputError, match="v1"):
         load_classifier_scores(p, ["a"])
     p.write_text("{oops")
-    with pytest.raises(InputError, match="not valid JSON"):
+    with pytest.raises(InputError, match="malformed JSON: .* at line 1 column 2"):
         load_classifier_scores(p, ["a"])
 
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import warnings
@@ -68,6 +67,7 @@ import numpy as np
 import pandas as pd
 
 from tadkit.errors import InputError
+from tadkit.files import read_json
 
 FORMATS = ("activitynet", "activitynet-results", "bsn", "thumos-folder", "thumos-txt", "csv")
 AMBIGUOUS = "Ambiguous"
@@ -320,7 +320,7 @@ def load_annotations(path: str | Path, fmt: str = "auto", *,
     if not p.exists():
         raise InputError(p, "no such annotation file")
     auto = fmt == "auto" and p.is_file() and p.suffix.lower() not in (".csv", ".txt")
-    doc = _read_json(p) if auto else None
+    doc = read_json(p) if auto else None
     fmt = detect_format(p, doc) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise InputError(p, f"unknown annotation format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -333,7 +333,7 @@ def load_annotations(path: str | Path, fmt: str = "auto", *,
     elif fmt == "csv":
         raw = _read_csv(p)
     else:
-        doc = _read_json(p) if doc is None else doc
+        doc = read_json(p) if doc is None else doc
         if fmt == "activitynet":
             raw = _read_activitynet(p, doc)
         elif fmt == "activitynet-results":
@@ -378,7 +378,7 @@ def detect_format(path: str | Path, doc: Any = None) -> str:
         return "csv"
     if suffix == ".txt":
         return "thumos-txt"
-    doc = _read_json(p) if doc is None else doc
+    doc = read_json(p) if doc is None else doc
     if isinstance(doc, dict):
         if "database" in doc:
             return "activitynet"
@@ -435,21 +435,6 @@ class _Raw:
     def add(self, vid: str, start: float, end: float, label: str, subset: str) -> None:
         rec = (vid, start, end, label, subset)
         (self.ambiguous if label.lower() == AMBIGUOUS.lower() else self.instances).append(rec)
-
-
-def _read_json(p: Path) -> Any:
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InputError(p, f"unreadable ({exc.strerror or exc})") from None
-    try:
-        return json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise InputError(p, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except RecursionError:
-        raise InputError(p, "JSON nested too deeply") from None
-    except ValueError as exc:
-        raise InputError(p, f"not valid JSON ({exc})") from None
 
 
 def _read_activitynet(p: Path, doc: Any) -> _Raw:

@@ -54,6 +54,7 @@ from tadkit.detect.postprocess import (Detections, detections_to_json, fuse_clas
                                        load_classifier_scores, merge_windows, postprocess_video,
                                        save_candidates)
 from tadkit.errors import ConfigError, InputError, TadkitError
+from tadkit.files import read_json
 from tadkit.progress import track
 
 CHECKPOINT_DIR = "checkpoints"
@@ -227,11 +228,7 @@ def load_run(run: str | os.PathLike) -> tuple[DetectConfig, dict[str, Any]]:
     from tadkit.config import load_config
 
     cfg = load_config(DetectConfig, run / CONFIG_FILE)
-    try:
-        meta = json.loads((run / RUN_FILE).read_text())
-    except ValueError as exc:
-        raise InputError(run / RUN_FILE, f"not valid JSON ({exc})") from None
-    return cfg, meta
+    return cfg, read_json(run / RUN_FILE)
 
 
 def seed_everything(seed: int) -> None:

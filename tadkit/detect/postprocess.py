@@ -37,6 +37,7 @@ import numpy as np
 from tadkit.detect.config import PostprocessConfig
 from tadkit.detect.geometry import pairwise_iou, segment_iou
 from tadkit.errors import InputError
+from tadkit.files import read_json
 from tadkit.timeline import TimeAxis, grid_to_segments
 
 METHODS = ("none", "hard", "linear", "gaussian")
@@ -236,12 +237,7 @@ def load_classifier_scores(path: str | os.PathLike, class_names: Sequence[str]) 
     ``class_names`` the file does not score.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as exc:
-        raise InputError(p, f"cannot read classifier scores ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise InputError(p, f"not valid JSON ({exc})") from None
+    data = read_json(p)
     if not isinstance(data, Mapping) or not isinstance(data.get("results"), Mapping) \
             or not isinstance(data.get("class"), list):
         raise InputError(p, 'expected {"results": {video: [scores]}, "class": [names]}')
@@ -300,12 +296,7 @@ def save_candidates(path: str | os.PathLike, candidates: Mapping[str, Detections
 def load_candidates(path: str | os.PathLike) -> tuple[dict[str, Detections], dict[str, float], list[str], dict]:
     """Read :func:`save_candidates` output: ``(candidates, durations, class names, meta)``."""
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except OSError as exc:
-        raise InputError(p, f"cannot read candidates ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise InputError(p, f"not valid JSON ({exc})") from None
+    doc = read_json(p)
     if not isinstance(doc, dict) or doc.get("format") != CANDIDATES_FORMAT:
         raise InputError(p, f"not a tadkit candidates file (expected format {CANDIDATES_FORMAT!r})")
     cands, durations = {}, {}

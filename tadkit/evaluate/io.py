@@ -48,6 +48,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from tadkit.errors import InputError
+from tadkit.files import read_json, read_text
 
 #: canonical subset names; every spelling on the left maps to the right.
 SUBSET_ALIASES: dict[str, str] = {
@@ -217,7 +218,7 @@ def load_ground_truth(path: str | Path, subset: str | None = None,
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
         rows, subsets, durations = _read_gt_csv(path)
     else:
-        data = _read_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and isinstance(data.get("database"), dict):
             rows, subsets, durations = _read_gt_database(path, data["database"])
         elif isinstance(data, dict) and isinstance(data.get("results"), dict):
@@ -249,7 +250,7 @@ def load_predictions(path: str | Path, require_label: bool = True) -> Prediction
     if path.suffix.lower() in (".csv", ".tsv"):
         columns, scores, where = _read_pred_csv(path, require_label)
     else:
-        data = _read_json(path)
+        data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
             raise InputError(path, "not a results file: expected a JSON object with a 'results' "
                                    "key mapping video ids to lists of {'segment', 'score'"
@@ -277,7 +278,7 @@ def load_segments(path: str | Path) -> Segments:
     """Read ``video start end`` lines (whitespace or comma separated; CRLF ok), e.g. Ambiguous_test.txt."""
     path = Path(path)
     videos, starts, ends = [], [], []
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
         parts = line.replace(",", " ").split()
         if not parts or parts[0].startswith("#"):
             continue
@@ -298,7 +299,7 @@ def load_segments(path: str | Path) -> Segments:
 def load_video_list(path: str | Path) -> list[str]:
     """Read a blocked/missing-video list: a JSON list of ids, or one id per line."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -644,27 +645,8 @@ def _segments(rows: list[tuple]) -> Segments:
 
 
 # --------------------------------------------------------------------------- raw file access
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, expected a file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-
-
-def _read_json(path: Path):
-    text = _read_text(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-
-
 def _read_csv(path: Path, required: Sequence[str]):
-    text = _read_text(path)
+    text = read_text(path)
     lines = text.splitlines()
     if not lines:
         raise InputError(path, "empty CSV file")
