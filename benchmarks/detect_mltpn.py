@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     feats, run, preds = work / "feats", work / "run", work / "preds.json"
     warnings.simplefilter("ignore")
 
-    _step("synthetic features", ["data", "synth-features", "--annotations", args.annotations,
+    run_tadkit("synthetic features", ["data", "synth-features", "--annotations", args.annotations,
                                  "--subset", "validation,test", "--out", str(feats)])
     epochs = args.epochs
     overrides = CPU_OVERRIDES + [f"train.epochs={epochs}", f"schedule.milestones=[{max(1, epochs * 3 // 4)}]"]
@@ -79,16 +79,16 @@ def main(argv: list[str] | None = None) -> dict:
                       "--features", str(feats), "--annotations", args.annotations, "--out", str(run)]
         for o in overrides:
             train_args += ["--set", o]
-        _step("train MLTPN", train_args)
+        run_tadkit("train MLTPN", train_args)
     epoch_seconds = [r["seconds"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
                      if r["event"] == "epoch"]
     t0 = time.perf_counter()
     raw = work / "candidates.json"
-    _step("infer MLTPN", ["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "test",
+    run_tadkit("infer MLTPN", ["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "test",
                           "--out", str(preds), "--raw", str(raw)])
     infer_seconds = time.perf_counter() - t0
     soft = work / "preds_softnms.json"
-    _step("re-tune post-processing", ["detect", "postprocess", "--candidates", str(raw), "--run", str(run),
+    run_tadkit("re-tune post-processing", ["detect", "postprocess", "--candidates", str(raw), "--run", str(run),
                                       "--out", str(soft)] + sum((["--set", o] for o in SOFT_NMS), []))
 
     protocol = get_protocol("thumos14")
@@ -178,7 +178,8 @@ def _runs(prob: np.ndarray) -> list[tuple[int, int, int, float]]:
             for a, b in zip(starts, ends) if arg[a] != 0]
 
 
-def _step(name: str, argv: list[str]) -> None:
+def run_tadkit(name: str, argv: list[str]) -> None:
+    """Run ``tadkit ARGV`` in-process, timing it; stop the benchmark if it fails."""
     t0 = time.perf_counter()
     code = tadkit_main(argv)
     if code != 0:

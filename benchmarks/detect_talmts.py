@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tadkit.cli import main as tadkit_main
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detect_mltpn import linear_baseline, run_tadkit  # noqa: E402  (same baseline and runner as MLTPN)
 from tadkit.data.annotations import load_annotations
 from tadkit.evaluate import get_protocol, load_ground_truth, load_predictions
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     feats = work / "feats"
     warnings.simplefilter("ignore")
-    _step("synthetic features", ["data", "synth-features", "--annotations", args.annotations,
+    run_tadkit("synthetic features", ["data", "synth-features", "--annotations", args.annotations,
                                  "--subset", "validation,test", "--out", str(feats)])
     protocol = get_protocol("thumos14")
     gt = load_ground_truth(args.annotations, subset="test")
@@ -103,9 +104,6 @@ def main(argv: list[str] | None = None) -> dict:
             [f"train.epochs={args.published}"] + args.overrides
         rows[f"TAL-MTS, published optimiser ({args.published} epochs)"] = _run_variant(
             args, work, feats, "published", overrides, protocol, gt, n_test)
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from detect_mltpn import linear_baseline  # the same baseline as the MLTPN benchmark
 
     t0 = time.perf_counter()
     linear_baseline(args.annotations, feats, work / "linear_baseline.json")
@@ -152,11 +150,11 @@ def _run_variant(args: argparse.Namespace, work: Path, feats: Path, slug: str, o
                       "--features", str(feats), "--annotations", args.annotations, "--out", str(run)]
         for o in overrides:
             train_args += ["--set", o]
-        _step(f"train {slug}", train_args)
+        run_tadkit(f"train {slug}", train_args)
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["event"] == "epoch"]
     t0 = time.perf_counter()
-    _step(f"infer {slug}", ["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "test",
+    run_tadkit(f"infer {slug}", ["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "test",
                             "--out", str(preds)])
     infer_seconds = time.perf_counter() - t0
     res = protocol.evaluate_detection(gt, load_predictions(preds))
@@ -174,14 +172,6 @@ def _run_variant(args: argparse.Namespace, work: Path, feats: Path, slug: str, o
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
-
-
-def _step(name: str, argv: list[str]) -> None:
-    t0 = time.perf_counter()
-    code = tadkit_main(argv)
-    if code != 0:
-        sys.exit(f"{name} failed (exit {code}): tadkit {' '.join(argv)}")
-    print(f"[{name}] {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
