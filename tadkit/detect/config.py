@@ -120,6 +120,59 @@ class TALMTSConfig:
 
 
 @dataclass
+class SPTADConfig:
+    """Settings of the SP-TAD head (Wu et al.; ``tadkit/detect/heads/sptad.py``).
+
+    ``tfpn``: the paper's Table 5 inputs — ``inter`` (pyramid of the backbone
+    levels, the default), ``high`` (pyramid built from the last level) or
+    ``single`` (the last level alone); ``inter`` without stored levels falls
+    back to ``single``. The pyramid has ``num_levels`` levels of ``dim``
+    channels (``inter``: the backbone levels, then max-pooled ones).
+    ``num_proposals`` learnable proposals (normalised centre and width,
+    ``proposal_init`` ``random`` or ``full``) pass ``num_heads`` iterative
+    detection heads: multi-head self-attention (``attn_heads``), SoI Align
+    of each proposal widened by ``length / eta`` on each side to ``soi_bins``
+    bins, dynamic interaction (``dim × dynamic_dim``, ``dynamic_dim × dim``),
+    FFN (``ffn_dim``). ``cls_head``: the clip-level action classification
+    head, multiplied into the scores. Loss: Hungarian matching and
+    ``cls_weight · focal + l1_weight · L1 + giou_weight · (1 − GIoU)`` on every
+    head, plus ``act_weight · BCE`` of the clip-level head.
+    """
+
+    dim: int = 256
+    tfpn: Literal["inter", "high", "single"] = "inter"
+    num_levels: int = 4
+    num_proposals: int = 50
+    proposal_init: Literal["random", "full"] = "random"
+    num_heads: int = 4
+    attn_heads: int = 8
+    eta: float = 5.0
+    soi_bins: int = 16
+    soi_samples: int = 2
+    dynamic_dim: int = 64
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    cls_head: bool = True
+    cls_weight: float = 2.0
+    l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    act_weight: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    prior_prob: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "num_levels", "num_proposals", "num_heads", "attn_heads", "soi_bins", "soi_samples",
+                     "dynamic_dim", "ffn_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.dim % self.attn_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by attn_heads={self.attn_heads}")
+        if self.eta <= 0:
+            raise ValueError(f"eta must be positive, got {self.eta}")
+
+
+@dataclass
 class DataConfig:
     """How videos become samples (see :mod:`tadkit.data.datasets`).
 
@@ -210,6 +263,7 @@ class DetectConfig:
     head: str = "mltpn"
     mltpn: MLTPNConfig = field(default_factory=MLTPNConfig)
     talmts: TALMTSConfig = field(default_factory=TALMTSConfig)
+    sptad: SPTADConfig = field(default_factory=SPTADConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -17,7 +17,8 @@ from tadkit.registry import Registry
 HEADS: Registry[Callable[..., DetectionHead]] = Registry("detection head")
 
 #: head name -> module that registers it (imported on first use).
-HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts"}
+HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts",
+                "sptad": "tadkit.detect.heads.sptad"}
 
 
 def get_head(name: str) -> Callable[..., DetectionHead]:
