@@ -13,11 +13,14 @@
   (packed; backward paths reverse each sequence within its own length).
 * :mod:`~tadkit.detect.layers.peaks` — BSN / BMN boundary-peak candidates and
   their start-end pairs.
+* :mod:`~tadkit.detect.layers.matching` — set-prediction matching cost
+  (focal + L1 + GIoU) and the Hungarian assignment (query-based heads: SP-TAD).
 """
 from tadkit.detect.layers.align import segment_align, segment_align_batched
 from tadkit.detect.layers.attention import (TransformerBlock, TransformerEncoder, grid_patches,
                                             sinusoidal_embedding)
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions, range_max_table
+from tadkit.detect.layers.matching import hungarian_match, match_sets, matching_cost
 from tadkit.detect.layers.peaks import boundary_peaks, peak_pairs
 from tadkit.detect.layers.pyramid import (TemporalPyramid, frame_level_feature, level_centers, level_mask,
                                           pyramid_lengths, refine_top_down)
@@ -27,4 +30,4 @@ __all__ = ["TransformerBlock", "TransformerEncoder", "grid_patches", "sinusoidal
            "boundary_max_pool", "boundary_regions", "range_max_table", "TemporalPyramid",
            "frame_level_feature", "level_centers", "level_mask", "pyramid_lengths", "refine_top_down",
            "segment_align", "segment_align_batched", "boundary_peaks", "peak_pairs", "MaskedLSTM",
-           "reverse_padded"]
+           "reverse_padded", "hungarian_match", "match_sets", "matching_cost"]
