@@ -292,7 +292,7 @@ def test_auxiliary_losses_on_every_head(num_heads):
     for stage in head.heads:
         assert stage.classifier.weight.grad.abs().sum() > 0
         assert stage.regressor[-1].weight.grad.abs().sum() > 0
-    assert head.proposal_segments.grad.abs().sum() > 0 and head.proposal_features.grad.abs().sum() > 0
+    assert head.proposal_segments.weight.grad.abs().sum() > 0 and head.proposal_features.weight.grad.abs().sum() > 0
 
 
 def test_each_head_is_matched_and_weighted_separately():

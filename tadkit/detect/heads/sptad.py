@@ -115,8 +115,10 @@ class SPTAD(DetectionHead):
             warnings.warn(self.notice, stacklevel=2)
         inputs = self.level_dims or [in_dim]
         self.tfpn = TFPN(self.tfpn_mode, inputs, cfg.dim, cfg.num_levels)
-        self.proposal_segments = nn.Parameter(initial_segments(cfg.num_proposals, cfg.proposal_init))
-        self.proposal_features = nn.Parameter(torch.randn(cfg.num_proposals, cfg.dim))
+        self.proposal_segments = nn.Embedding(cfg.num_proposals, 2)       # (centre, width), normalised
+        self.proposal_features = nn.Embedding(cfg.num_proposals, cfg.dim)  # N(0, 1)
+        with torch.no_grad():
+            self.proposal_segments.weight.copy_(initial_segments(cfg.num_proposals, cfg.proposal_init))
         self.heads = nn.ModuleList(DetectionStage(cfg, num_classes) for _ in range(cfg.num_heads))
         self.action = nn.Linear(sum(inputs), num_classes) if cfg.cls_head else None
 
@@ -138,8 +140,8 @@ class SPTAD(DetectionHead):
         inputs = self._inputs(features, mask, levels)
         lengths = mask.sum(1).to(torch.float32).clamp(min=1)
         pyramid = self.tfpn(inputs)
-        segs = self.proposal_segments[None].expand(b, -1, -1)
-        feats = self.proposal_features[None].expand(b, -1, -1)
+        segs = self.proposal_segments.weight[None].expand(b, -1, -1)
+        feats = self.proposal_features.weight[None].expand(b, -1, -1)
         all_logits, all_segs = [], []
         for i, head in enumerate(self.heads):
             logits, segs, feats = head(pyramid, segs if i == 0 else segs.detach(), feats, lengths)
