@@ -17,7 +17,8 @@ from tadkit.detect.config import DetectConfig, SPTADConfig
 from tadkit.detect.geometry import segment_iou
 from tadkit.detect.heads import build_head
 from tadkit.detect.heads.sptad import (SPTAD, TFPN, Level, apply_deltas, fill_positions, level_rule, normalise_segments,
-                                       pool_level, positions_to_index, resample, soi_features, to_grid)
+                                       pool_level, positions_to_index, resample, soi_features, stage_groups,
+                                       to_grid)
 from tadkit.detect.layers.matching import hungarian_match, match_sets, matching_cost
 from tadkit.timeline import TimeAxis, grid_to_segments
 
@@ -192,6 +193,25 @@ def test_inter_level_head_reads_levels_and_padding_never_matters():
     torch.testing.assert_close(again["act_logits"], out["act_logits"])
     with pytest.raises(Exception, match="built for 3 backbone levels"):
         head(x, mask)
+
+
+def test_streams_of_one_stage_are_concatenated_and_levels_must_come_finest_first():
+    assert stage_groups(["rgb/Mixed_3c", "flow/Mixed_3c", "rgb/Mixed_5c", "flow/Mixed_5c", "x"]) == [[0, 1], [2, 3], [4]]
+    torch.manual_seed(0)
+    lv = _levels(dims=(5, 6, 7))
+    two = [lv[0], SimpleNamespace(features=torch.randn(2, 3, 64), mask=lv[0].mask, positions=lv[0].positions),
+           lv[2], SimpleNamespace(features=torch.randn(2, 4, 16), mask=lv[2].mask, positions=lv[2].positions)]
+    head = SPTAD(SPTADConfig(**TINY), 12, 3, level_dims=[5, 3, 7, 4],
+                 level_names=["rgb/a", "flow/a", "rgb/b", "flow/b"])
+    assert head.stages == [[0, 1], [2, 3]] and head.tfpn.lateral[0].in_channels == 8
+    assert head.action.in_features == 8 + 11 and head.tfpn.num_outputs == 4
+    x, mask = torch.randn(2, 12, 32), torch.ones(2, 32, dtype=torch.bool)
+    assert head(x, mask, levels=two)["logits"].shape == (2, 2, 12, 3)
+    backwards = SPTAD(SPTADConfig(**TINY), 12, 3, level_dims=[7, 5])
+    with pytest.raises(Exception, match="finest first"):
+        backwards(x, mask, levels=[lv[2], lv[0]])
+    with pytest.raises(ValueError, match="level names"):
+        SPTAD(SPTADConfig(**TINY), 12, 3, level_dims=[7, 5], level_names=["a"])
 
 
 def test_without_levels_inter_falls_back_to_single_with_one_notice():

@@ -79,18 +79,21 @@ class Level(NamedTuple):
 
 @HEADS.register("sptad")
 def build_sptad(cfg: SPTADConfig, in_dim: int, num_classes: int,
-                level_dims: Sequence[int] | None = None) -> "SPTAD":
-    """Registry builder: ``SPTAD(cfg, in_dim, num_classes, level_dims)``."""
-    return SPTAD(cfg, in_dim, num_classes, level_dims)
+                level_dims: Sequence[int] | None = None, level_names: Sequence[str] | None = None) -> "SPTAD":
+    """Registry builder: ``SPTAD(cfg, in_dim, num_classes, level_dims, level_names)``."""
+    return SPTAD(cfg, in_dim, num_classes, level_dims, level_names)
 
 
 class SPTAD(DetectionHead):
     """The SP-TAD detector (see the module docstring).
 
-    ``level_dims``: channels of the backbone levels the head reads (``levels=``
-    of ``forward``, in that order); ``None`` or empty: the snippet features are
-    the only input, and ``tfpn: inter`` falls back to ``single`` (``notice``
-    says so).
+    ``level_dims`` / ``level_names``: channels and names of the backbone levels
+    the head reads (``levels=`` of ``forward``, in that order, finest stage
+    first). Levels of one backbone stage in several streams (names
+    ``<stream>/<stage>``, e.g. ``rgb/Mixed_3c`` and ``flow/Mixed_3c``) are
+    concatenated along channels into one input level (sec. 3.1.1). ``None`` or
+    empty: the snippet features are the only input, and ``tfpn: inter`` falls
+    back to ``single`` (``notice`` says so, once, as a warning).
 
     ``forward`` returns ``logits (H, B, N, C)`` and ``segments (H, B, N, 2)``
     (normalised ``[start, end]``) of the ``H`` heads, ``lengths (B,)`` (valid
@@ -98,7 +101,7 @@ class SPTAD(DetectionHead):
     """
 
     def __init__(self, cfg: SPTADConfig, in_dim: int, num_classes: int,
-                 level_dims: Sequence[int] | None = None):
+                 level_dims: Sequence[int] | None = None, level_names: Sequence[str] | None = None):
         super().__init__()
         if num_classes < 1:
             raise ValueError("SP-TAD needs at least one action class")
@@ -106,6 +109,9 @@ class SPTAD(DetectionHead):
         self.in_dim = in_dim
         self.num_classes = num_classes
         self.level_dims = [int(c) for c in level_dims or []]
+        if level_names is not None and len(level_names) != len(self.level_dims):
+            raise ValueError(f"{len(level_names)} level names for {len(self.level_dims)} level dims")
+        self.stages = stage_groups(level_names or [str(i) for i in range(len(self.level_dims))])
         self.tfpn_mode = cfg.tfpn
         self.notice: str | None = None
         if cfg.tfpn == "inter" and not self.level_dims:
@@ -113,7 +119,7 @@ class SPTAD(DetectionHead):
             self.notice = ("sptad: the features have no stored backbone levels; using the single-level TFPN "
                            "variant (paper Table 5) over the snippet features")
             warnings.warn(self.notice, stacklevel=2)
-        inputs = self.level_dims or [in_dim]
+        inputs = [sum(self.level_dims[i] for i in group) for group in self.stages] or [in_dim]
         self.tfpn = TFPN(self.tfpn_mode, inputs, cfg.dim, cfg.num_levels)
         self.proposal_segments = nn.Embedding(cfg.num_proposals, 2)       # (centre, width), normalised
         self.proposal_features = nn.Embedding(cfg.num_proposals, cfg.dim)  # N(0, 1)
@@ -153,21 +159,30 @@ class SPTAD(DetectionHead):
         return out
 
     def _inputs(self, features: torch.Tensor, mask: torch.Tensor, levels: Sequence[Any] | None) -> list[Level]:
-        """The input levels with filled positions: the backbone levels, or the snippets (positions 0..T-1)."""
+        """The input levels with filled positions: the backbone stages (streams concatenated, finest
+        first), or the snippets (positions ``0 .. T-1``)."""
         t = features.shape[-1]
         if not self.level_dims:
             pos = torch.arange(t, dtype=torch.float32, device=features.device).expand(features.shape[0], -1)
             return [Level(features * mask[:, None, :].to(features.dtype), mask, pos, 1.0)]
         if not levels or len(levels) != len(self.level_dims):
             raise ConfigError(f"SP-TAD was built for {len(self.level_dims)} backbone levels but got "
-                              f"{len(levels or [])}; check the run's level settings")
-        out = []
+                              f"{len(levels or [])}; check the run's level settings (data.levels)")
         for lv, dim in zip(levels, self.level_dims):
-            x, m = lv.features, lv.mask
-            if x.dim() != 3 or x.shape[1] != dim:
-                raise ValueError(f"SP-TAD expects a level (B, {dim}, T_l), got {tuple(x.shape)}")
+            if lv.features.dim() != 3 or lv.features.shape[1] != dim:
+                raise ValueError(f"SP-TAD expects a level (B, {dim}, T_l), got {tuple(lv.features.shape)}")
+        out = []
+        for group in self.stages:
+            first = levels[group[0]]
+            if any(levels[i].features.shape[-1] != first.features.shape[-1] for i in group):
+                raise ConfigError("levels of one backbone stage have different lengths in different streams: "
+                                  f"{[tuple(levels[i].features.shape) for i in group]}")
+            x, m = torch.cat([levels[i].features for i in group], 1), first.mask
+            if out and x.shape[-1] > out[-1].features.shape[-1]:
+                raise ConfigError("list the backbone levels finest first (data.levels): a level has "
+                                  f"{x.shape[-1]} steps after one of {out[-1].features.shape[-1]}")
             step = t / max(1, x.shape[-1])
-            out.append(Level(x * m[:, None, :].to(x.dtype), m, fill_positions(lv.positions.float(), m, step), step))
+            out.append(Level(x * m[:, None, :].to(x.dtype), m, fill_positions(first.positions.float(), m, step), step))
         return out
 
     # ------------------------------------------------------------------ loss
@@ -489,6 +504,17 @@ def pool_level(level: Level) -> Level:
     return Level(level.features, m[:, 0::2], pooled, 2 * level.step)
 
 
+def stage_groups(names: Sequence[str]) -> list[list[int]]:
+    """Indices of ``names`` grouped by backbone stage (the part after ``<stream>/``), in order of first appearance.
+
+    ``["rgb/Mixed_3c", "flow/Mixed_3c", "rgb/Mixed_5c"]`` -> ``[[0, 1], [2]]``.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name.split("/", 1)[-1], []).append(i)
+    return list(groups.values())
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x (B, C, T)`` over the real steps of ``mask (B, T)`` -> ``(B, C)``."""
     w = mask.to(x.dtype)[:, None, :]
@@ -511,4 +537,4 @@ def _global_count(n: int, device: torch.device) -> torch.Tensor:
 
 __all__ = ["SPTAD", "build_sptad", "Level", "TFPN", "DetectionStage", "DynamicInteraction", "level_rule",
            "soi_features", "initial_segments", "apply_deltas", "to_start_end", "to_grid", "normalise_segments",
-           "fill_positions", "positions_to_index", "resample", "pool_level", "masked_mean"]
+           "fill_positions", "positions_to_index", "resample", "pool_level", "stage_groups", "masked_mean"]
