@@ -6,6 +6,9 @@
   and their ActivityNet-format ground truth ``DIR/annotations.json``.
 * ``tadkit data stats A`` prints videos / instances / classes per subset and
   the problems found while loading.
+* ``tadkit data import-features SRC --layout L --out FEATS`` turns published
+  features (ActionFormer, TSP, BMN, HACS, OpenTAD) into a feature store (see
+  :mod:`tadkit.data.importers`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import click
 
 from tadkit.cli import HelpGroup
 from tadkit.data.annotations import FORMATS
+from tadkit.data.importers import LAYOUTS
 from tadkit.text import plural
 from tadkit.threads import threads_option
 
@@ -104,6 +108,73 @@ def synth_videos_cmd(out: str, num_videos: int, num_classes: int, size: int, fps
                       for k, v in s.items())
     click.echo(f"{result.root}: {plural(len(result.videos), 'video')} ({parts}); "
                f"ground truth {result.annotation_file}")
+
+
+def _list_layouts(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--list-layouts``: print every known release and its time rule, and exit."""
+    if not value or ctx.resilient_parsing:
+        return
+    for layout in LAYOUTS.values():
+        click.echo(f"{layout.name}\n  files     {layout.files}\n  times     {layout.convention()}\n"
+                   f"  backbone  {layout.backbone} ({', '.join(layout.streams)})\n  release   {layout.source}")
+    ctx.exit(0)
+
+
+@data.command("import-features")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Feature store directory to write (created; a rerun skips imported videos).")
+@click.option("--layout", "layout_name", required=True, type=click.Choice(list(LAYOUTS)),
+              help="The release SOURCE comes from (its files and time rule; --list-layouts).")
+@click.option("--list-layouts", is_flag=True, is_eager=True, expose_value=False, callback=_list_layouts,
+              help="List the known releases with their time rules and exit.")
+@click.option("--annotations", "annotations_path", type=click.Path(exists=True), default=None,
+              help="Ground truth: selects the videos and gives their fps and durations.")
+@click.option("--format", "fmt", type=_FMT, default="auto", show_default=True, help="Annotation format.")
+@click.option("--subset", default=None, help="Only videos of these annotated subsets (comma-separated).")
+@click.option("--video-info", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="BSN's video_info_new.csv: resized features span featureFrame / numFrame of the video.")
+@click.option("--backbone", default=None, help="Declared backbone, recorded in the provenance [default: the layout's].")
+@click.option("--streams", default=None, help="Declared streams, comma-separated [default: the layout's].")
+@click.option("--fps", type=float, default=None,
+              help="Sample fps of the features [default: the layout's, else each video's from --annotations].")
+@click.option("--stride", type=int, default=None, help="Frames between features [default: the layout's].")
+@click.option("--clip-len", type=int, default=None, help="Frames per feature [default: the layout's].")
+@click.option("--offset-frames", type=float, default=None,
+              help="Frame of feature 0's time stamp [default: the layout's, else clip-len / 2].")
+@click.option("--prefix", default=None, help="Prefix of file / key names that is not part of the video id.")
+@threads_option
+def import_features_cmd(source: str, out: str, layout_name: str, annotations_path: str | None, fmt: str,
+                        subset: str | None, video_info: str | None, backbone: str | None, streams: str | None,
+                        fps: float | None, stride: int | None, clip_len: int | None, offset_frames: float | None,
+                        prefix: str | None) -> None:
+    """Write published features (ActionFormer, TSP, BMN, HACS, OpenTAD) into a feature store."""
+    from tadkit.data.annotations import load_annotations
+    from tadkit.data.importers import import_features
+
+    layout = LAYOUTS[layout_name].with_overrides(
+        backbone=backbone, fps=fps, stride=stride, clip_len=clip_len, offset=offset_frames, prefix=prefix,
+        streams=None if streams is None else tuple(s.strip() for s in streams.split(",") if s.strip()))
+    ann = None
+    if annotations_path is not None:
+        ann = load_annotations(annotations_path, fmt, warn=False)
+        if subset:
+            ann = ann.subset(subset)
+    elif subset:
+        raise click.UsageError("--subset needs --annotations")
+    report = import_features(source, out, layout, annotations=ann, video_info=video_info)
+    click.echo(f"{report.store}: imported {plural(len(report.written), 'video')}, skipped "
+               f"{len(report.skipped)} already present, {len(report.failed)} failed ({report.seconds:.1f} s)")
+    if report.missing:
+        click.echo(f"warning: {plural(len(report.missing), 'annotated video')} without features "
+                   f"(e.g. {report.missing[0]})", err=True)
+    if report.overrun:
+        click.echo(f"warning: the features of {plural(len(report.overrun), 'video')} run past the annotated "
+                   f"end (e.g. {report.overrun[0]}): check --fps / --stride", err=True)
+    for vid, reason in list(report.failed.items())[:10]:
+        click.echo(f"  failed {vid}: {reason}", err=True)
+    if report.failed:
+        raise click.exceptions.Exit(3)
 
 
 @data.command("stats")
