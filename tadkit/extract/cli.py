@@ -75,7 +75,9 @@ def _list_backbones(ctx: click.Context, _param: click.Parameter, value: bool) ->
               help="Video decoder (auto: decord, PyAV when decord fails).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Videos decoded in parallel.")
 @click.option("--distributed", is_flag=True, help="Require a torchrun environment and shard videos by rank.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress per snippet [default: a bar on a terminal, else a line every "
+                   "$TADKIT_PROGRESS_INTERVAL (30) seconds].")
 @threads_option
 def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | None, weights: tuple[str, ...],
             random_weights: bool, seed: int, checkpoint_format: str, bn_eps: float | None, fps: float | None,
