@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -173,7 +174,7 @@ def import_features(source: str | Path, out: str | Path, layout: Layout, *,
                 if feats.shape[1] != prov.feature_dim:
                     raise InputError(reader.where(name), f"{feats.shape[1]} channels, the first video has "
                                                          f"{prov.feature_dim}")
-                video = _video(vid, feats, layout, annotations, spans)
+                video = _video(vid, feats, layout, annotations, spans, reader.where(name))
             except InputError as exc:
                 writer.record_failure(vid, str(exc))
                 report.failed[vid] = str(exc)
@@ -211,7 +212,9 @@ class _Reader:
             if self.kind == "npy":
                 arr = np.load(where, allow_pickle=False)
             elif self.kind == "csv":
-                arr = np.loadtxt(where, delimiter=",", skiprows=1, ndmin=2, dtype=np.float32)
+                with warnings.catch_warnings():  # an empty file: reported below as shape (0, 1)
+                    warnings.simplefilter("ignore", UserWarning)
+                    arr = np.loadtxt(where, delimiter=",", skiprows=1, ndmin=2, dtype=np.float32)
             else:
                 with h5py.File(self.root, "r") as f:
                     arr = f[name][()]
@@ -247,15 +250,15 @@ def _video_id(name: str, prefix: str, annotations: Annotations | None) -> str:
 
 
 def _video(vid: str, feats: np.ndarray, layout: Layout, annotations: Annotations | None,
-           spans: Mapping[str, float]) -> VideoFeatures:
-    """One video's features with the layout's time stamps."""
+           spans: Mapping[str, float], where: str) -> VideoFeatures:
+    """One video's features (read from ``where``) with the layout's time stamps."""
     n = len(feats)
     duration = annotations.duration_of(vid) if annotations is not None else math.nan
     if layout.rule == "resized":
         span = spans.get(vid, spans.get(vid[2:] if vid.startswith("v_") else "v_" + vid, duration))
         if not span > 0:
-            raise InputError(vid, "resized features need the video's duration: pass --annotations "
-                                  "that give it (or --video-info)")
+            raise InputError(where, "resized features need the video's duration: pass --annotations "
+                                    "that give it (or --video-info)")
         times = timeline.resized_feature_times(n, span)
         fps = timeline.resized_feature_rate(n, span)
         return VideoFeatures(vid, feats, times, fps, 1, 1, n, duration if duration > 0 else span)
@@ -264,8 +267,8 @@ def _video(vid: str, feats: np.ndarray, layout: Layout, annotations: Annotations
         fps = annotations.videos.at[vid, "fps"] if annotations is not None and vid in annotations.videos.index \
             else math.nan
         if not fps > 0:
-            raise InputError(vid, f"layout {layout.name} takes each video's fps from the annotations, "
-                                  "and they give none for this video: pass --fps")
+            raise InputError(where, f"layout {layout.name} takes each video's fps from the annotations, "
+                                    "and they give none for this video: pass --fps")
     times = timeline.strided_feature_times(n, layout.stride, layout.offset, fps)
     if duration > 0:
         num_frames = timeline.num_sampled_frames(duration, fps)
