@@ -138,14 +138,12 @@ def import_features(source: str | Path, out: str | Path, layout: Layout, *,
     source = Path(source)
     reader = _reader(source, layout)
     spans = _feature_spans(Path(video_info)) if video_info is not None else {}
-    names = reader.names()
-    ids = {name: _video_id(name, layout.prefix, annotations) for name in names}
-    if annotations is not None:
-        known = set(annotations.videos.index)
-        names = [n for n in names if ids[n] in known]
+    found = reader.names()
+    ids = {name: _video_id(name, layout.prefix, annotations) for name in found}
+    names = found if annotations is None else [n for n in found if ids[n] in annotations.videos.index]
     if not names:
         raise InputError(source, f"no {layout.files} features found" +
-                         (" for the annotated videos" if annotations is not None and reader.names() else ""))
+                         (" for the annotated videos" if found else ""))
     report = ImportReport(store=Path(out))
     if annotations is not None:
         report.missing = sorted(set(annotations.videos.index) - {ids[n] for n in names})

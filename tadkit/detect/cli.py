@@ -22,8 +22,9 @@ from typing import Iterator, Sequence
 import click
 import numpy as np
 
-from tadkit.config import from_dict, load_config, parse_override
 from tadkit.cli import HelpGroup
+from tadkit.config import from_dict, load_config, parse_override
+from tadkit.detect.config_reference import config_cmd
 from tadkit.text import plural
 from tadkit.threads import threads_option
 
@@ -31,6 +32,9 @@ from tadkit.threads import threads_option
 @click.group(cls=HelpGroup)
 def detect() -> None:
     """Train detection heads over snippet features and detect actions."""
+
+
+detect.add_command(config_cmd)  # tadkit detect config: every config key (tadkit/detect/config_reference.py)
 
 
 @detect.command()
@@ -172,8 +176,3 @@ def _postprocess_config(base: object, overrides: Sequence[str]) -> object:
         key, value = parse_override(item)
         data[key.removeprefix("postprocess.")] = value
     return from_dict(PostprocessConfig, data, source="--set")
-
-
-from tadkit.detect.config_reference import config_cmd  # noqa: E402  (tadkit detect config)
-
-detect.add_command(config_cmd)
