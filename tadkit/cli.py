@@ -31,8 +31,8 @@ STAGE_COMMANDS: dict[str, str] = {
 
 
 class HelpGroup(click.Group):
-    """A click group that prints its help when called without a command, and lists each
-    command's whole first sentence (wrapped to the terminal), never cut short with "..."."""
+    """A click group whose command list shows each command's whole first sentence (wrapped to
+    the terminal), never cut short with "..."."""
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
