@@ -1,7 +1,8 @@
 """Speed of ``tadkit evaluate`` against the simple oracle, on an ActivityNet-1.3-val-sized input.
 
 Input: the ActivityNet 1.3 validation ground truth (4,926 videos, 7,654 instances,
-200 classes; rebuilt from ``shared/data/sample_detection_prediction.json``, or a
+200 classes; rebuilt from the official ``sample_detection_prediction.json`` in the real-data
+folder of the test suite (``TADKIT_REAL_DATA``, see ``tests/conftest.py``), or a
 synthetic look-alike when that file is absent) and 100 deterministic noisy
 predictions per video (scores rounded to 2 decimals, so ties are frequent),
 10 tIoU thresholds. Prints tadkit's time (file loading, detection mAP, AR@AN)
@@ -24,7 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-DATA = ROOT.parent / "shared" / "data" / "sample_detection_prediction.json"
+from conftest import REAL_DATA  # noqa: E402  (tests/ is on the path)
+
+DATA = REAL_DATA / "sample_detection_prediction.json"
 
 
 def main() -> None:

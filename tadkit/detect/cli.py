@@ -22,12 +22,19 @@ from typing import Iterator, Sequence
 import click
 import numpy as np
 
+from tadkit.cli import HelpGroup
 from tadkit.config import from_dict, load_config, parse_override
+from tadkit.detect.config_reference import config_cmd
+from tadkit.text import plural
+from tadkit.threads import threads_option
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def detect() -> None:
     """Train detection heads over snippet features and detect actions."""
+
+
+detect.add_command(config_cmd)  # tadkit detect config: every config key (tadkit/detect/config_reference.py)
 
 
 @detect.command()
@@ -37,15 +44,19 @@ def detect() -> None:
 @click.option("--annotations", required=True, type=click.Path(), help="Ground-truth annotations file.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set optim.lr=1e-4 (repeatable).")
+              help="Override a config key, e.g. --set optim.lr=1e-4 or --set sigma=0.7 (post-processing "
+                   "keys with or without 'postprocess.'; repeatable; keys: tadkit detect config --show).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: the config's train.device, auto].")
+@threads_option
 def train(config_path: str | None, features: str, annotations: str, out: str,
-          overrides: Sequence[str], resume: bool) -> None:
+          overrides: Sequence[str], resume: bool, device: str | None) -> None:
     """Train the configured head; writes config, logs and checkpoints to --out."""
     from tadkit.detect.config import DetectConfig
+    from tadkit.detect.config_reference import train_overrides
     from tadkit.detect.engine import train as run_train
 
-    cfg = load_config(DetectConfig, config_path, overrides)
+    cfg = load_config(DetectConfig, config_path, train_overrides(overrides, device))
     with _warnings_as_lines():
         summary = run_train(cfg, features, annotations, out, resume=resume, echo=click.echo)
     if summary["rank"] == 0:
@@ -65,8 +76,10 @@ def train(config_path: str | None, features: str, annotations: str, out: str,
 @click.option("--raw", default=None, type=click.Path(dir_okay=False),
               help="Also write the raw candidates here (for `detect postprocess`).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a post-processing key, e.g. --set sigma=0.7 (repeatable).")
+              help="Override a post-processing key, e.g. --set sigma=0.7 or --set postprocess.sigma=0.7 "
+                   "(repeatable).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@threads_option
 def infer(run_dir: str, features: str, out: str, subset: str | None, annotations: str | None,
           checkpoint: str, raw: str | None, overrides: Sequence[str], device: str) -> None:
     """Detect actions with a trained run; writes the official detection JSON."""
@@ -90,6 +103,7 @@ def infer(run_dir: str, features: str, out: str, subset: str | None, annotations
               help="YAML file of post-processing settings.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a post-processing key, e.g. --set method=gaussian (repeatable).")
+@threads_option
 def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str | None,
                 overrides: Sequence[str]) -> None:
     """Re-run NMS / soft-NMS / fusion on saved candidates, without the model."""
@@ -102,7 +116,8 @@ def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str
         base = load_config(PostprocessConfig, config_path)
     pp = _postprocess_config(base, overrides)
     summary = postprocess_file(candidates, out, pp)
-    click.echo(f"wrote {summary['detections']} detections for {summary['videos']} videos to {out}")
+    click.echo(f"wrote {plural(summary['detections'], 'detection')} for {plural(summary['videos'], 'video')} "
+               f"to {out}")
 
 
 @detect.command()
@@ -112,7 +127,8 @@ def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str
 @click.option("--subset", default=None, help="Videos to score (default: every video in the store).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Class-scores JSON (CUHK format).")
 @click.option("--steps", default=500, show_default=True, help="Full-batch Adam steps.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the classifier's initialisation.")
+@threads_option
 def classify(features: str, annotations: str, train_subset: str, subset: str | None, out: str,
              steps: int, seed: int) -> None:
     """Train a video-level classifier and write per-video class scores for fusion."""
@@ -130,7 +146,7 @@ def classify(features: str, annotations: str, train_subset: str, subset: str | N
     names = list(pooled)
     scores = clf.scores(np.stack([pooled[v] for v in names])) if names else np.zeros((0, len(clf.classes)))
     write_scores(out, dict(zip(names, scores)), clf.classes)
-    click.echo(f"wrote class scores of {len(names)} videos to {out}")
+    click.echo(f"wrote class scores of {plural(len(names), 'video')} to {out}")
     for vid, reason in list(failed.items())[:10]:
         click.echo(f"warning: skipped unreadable video {vid}: {reason}", err=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from tadkit.errors import InputError
+from tadkit.threads import threads_option
 
 
 @click.command()
@@ -39,6 +40,7 @@ from tadkit.errors import InputError
               help="With --out: draw detection timelines of this many videos.")
 @click.option("--worst", type=int, default=5, show_default=True,
               help="List this many lowest-AP classes in the terminal table.")
+@threads_option
 def evaluate(dataset, gt_path, pred_path, subset, task, tiou, blocked_path, ambiguous,
              ambiguous_file, max_proposals, strict_ids, json_path, out_dir, timelines, worst):
     """Evaluate detections (mAP) or proposals (AR@AN, AUC) with the official algorithm."""
