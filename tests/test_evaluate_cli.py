@@ -81,7 +81,7 @@ def test_thumos_official_rule_needs_ambiguous_segments(files, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--subset", "testing"], "subset 'testing' matches no video"),
+    (["--subset", "testing"], "no subset 'testing' in the annotations"),
     (["--tiou", "0.5,abc"], "cannot read tIoU thresholds"),
     (["--tiou", "0,0.5"], "must lie in (0, 1]"),
     (["--dataset", "kinetics"], "unknown dataset protocol"),

@@ -33,7 +33,9 @@ from typing import Sequence
 import numpy as np
 
 from tadkit.errors import InputError
-from tadkit.evaluate.io import Alignment, GroundTruth, Predictions, align
+from tadkit.evaluate.align import Alignment, align
+from tadkit.evaluate.arrays import encode
+from tadkit.evaluate.io import GroundTruth, Predictions
 
 #: ActivityNet thresholds exactly as the official code builds them.
 ANET_TIOU = np.linspace(0.5, 0.95, 10)
@@ -160,7 +162,7 @@ def average_precision_table(gt_video: np.ndarray, gt_start: np.ndarray, gt_end: 
         removed = ~tp & fp_exempt[order][None, :]
     ap = np.zeros((T, C))
     curves = {} if keep_curves else None
-    tp_cum_all = np.cumsum(tp, axis=1, dtype=np.float64)
+    tp_cum_all = np.cumsum(tp.view(np.uint8), axis=1, dtype=np.int32)   # int32: half the memory traffic
     for c in range(C):
         a, b = bounds[c], bounds[c + 1]
         if a == b:
@@ -169,7 +171,7 @@ def average_precision_table(gt_video: np.ndarray, gt_start: np.ndarray, gt_end: 
         if removed is None or not removed[:, a:b].any():
             # running counts are integers, exact in float64: slicing a global cumsum
             # gives the very numbers a per-class cumsum would
-            tp_cum = tp_cum_all[:, a:b] - (tp_cum_all[:, a - 1:a] if a else 0.0)
+            tp_cum = (tp_cum_all[:, a:b] - (tp_cum_all[:, a - 1:a] if a else 0)).astype(np.float64)
             fp_cum = np.arange(1.0, b - a + 1.0) - tp_cum
             rec = tp_cum / n
             prec = tp_cum / (tp_cum + fp_cum)
@@ -244,21 +246,6 @@ def overlaps_any(video, start, end, seg_video, seg_start, seg_end) -> np.ndarray
     inter = np.minimum(end[pi], seg_end[si]) - np.maximum(start[pi], seg_start[si])
     np.logical_or.at(out, pi[inter > 0], True)
     return out
-
-
-def encode(keys: Sequence, values: np.ndarray) -> np.ndarray:
-    """(N,) int64 position of each value in ``keys`` (unique); -1 where absent.
-
-    A hashed lookup (pandas), fast for both strings and integers.
-    """
-    import pandas as pd
-
-    if isinstance(keys, np.ndarray) and keys.dtype.kind == "i":
-        index = pd.Index(keys)
-    else:
-        index = pd.Index(list(keys), dtype=object)
-        values = np.asarray(values, dtype=object)
-    return np.asarray(index.get_indexer(values), dtype=np.int64)
 
 
 def check_thresholds(values: Sequence[float]) -> np.ndarray:

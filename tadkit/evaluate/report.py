@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from tadkit.evaluate.detection import DetectionResult
-from tadkit.evaluate.io import GroundTruth, Predictions, align
+from tadkit.evaluate.align import align
+from tadkit.evaluate.io import GroundTruth, Predictions
 from tadkit.evaluate.proposals import ProposalResult
 
 
