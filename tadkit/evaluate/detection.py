@@ -71,6 +71,12 @@ class DetectionResult:
         """class -> AP at every threshold."""
         return {lab: self.ap[:, c].tolist() for c, lab in enumerate(self.labels)}
 
+    @property
+    def class_average_AP(self) -> np.ndarray:
+        """(C,) each class's AP averaged over the thresholds in ``average_over`` -- the
+        set the headline ``average_mAP`` averages (THUMOS14: 0.3-0.7 of 0.1-0.7)."""
+        return self.ap[np.isin(self.tiou_thresholds, self.average_over)].mean(axis=0)
+
     def to_json(self) -> dict:
         """The ``--json`` document (fractions)."""
         return {
@@ -105,8 +111,8 @@ def evaluate_detection(gt: GroundTruth, preds: Predictions,
     avg = thresholds if average_over is None else check_thresholds(average_over)
     sel = np.array([np.flatnonzero(thresholds == t)[0] if np.any(thresholds == t) else -1 for t in avg])
     if (sel < 0).any():
-        raise InputError(None, f"average_over {list(avg)} is not a subset of the thresholds "
-                               f"{list(thresholds)}")
+        raise InputError(None, f"average_over {avg.tolist()} is not a subset of the thresholds "
+                               f"{thresholds.tolist()}")
     if ambiguous not in ("anet-style", "official"):
         raise InputError(None, f"unknown ambiguous rule {ambiguous!r} (use anet-style or official)")
     gt, preds, report = align(gt, preds, blocked=blocked, match_v_prefix=match_v_prefix)
@@ -255,7 +261,7 @@ def check_thresholds(values: Sequence[float]) -> np.ndarray:
         raise InputError(None, "no tIoU thresholds given")
     bad = arr[~((arr > 0) & (arr <= 1))]
     if bad.size:
-        raise InputError(None, f"tIoU thresholds must lie in (0, 1], got {bad[0]!r}")
+        raise InputError(None, f"tIoU thresholds must lie in (0, 1], got {float(bad[0])!r}")
     return arr
 
 
