@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 
 from tadkit.errors import InputError
 from tadkit.evaluate.arrays import member, objects
