@@ -182,3 +182,40 @@ def test_evaluate_imports_no_pandas():
             "print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_timeline_colours_are_stable_per_class():
+    from tadkit.evaluate.report import plot_detection_timeline
+
+    gt = GroundTruth.from_records([("v1", 0, 10, "Run"), ("v1", 20, 30, "Jump"), ("v2", 5, 15, "Jump")])
+    preds = Predictions.from_records([("v1", 0, 10, "Run", 0.9), ("v2", 5, 15, "Jump", 0.8)])
+
+    def colours(video):
+        fig = plot_detection_timeline(video, gt, preds)
+        legend = fig.axes[0].get_legend()
+        out = {t.get_text(): tuple(h.get_facecolor()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        return out
+
+    one, two = colours("v1"), colours("v2")
+    assert set(one) == {"Run", "Jump"} and set(two) == {"Jump"}
+    assert one["Jump"] == two["Jump"] != one["Run"]      # v2's only class keeps v1's colour
+
+
+def test_pr_panel_draws_the_mean_and_a_few_named_classes(monkeypatch, tmp_path):
+    from tadkit.evaluate import report
+
+    rows = [(f"v{i}", 0.0, 10.0, f"class{i % 12}") for i in range(48)]
+    preds = Predictions.from_records(jittered_predictions(rows, per_video=5, seed=4))
+    r = evaluate_detection(GroundTruth.from_records(rows), preds, [0.5, 0.7], keep_curves=True)
+    figures = []
+    monkeypatch.setattr(report, "_close", figures.append)
+    report.plot_pr_curves(r, tmp_path / "pr.png")
+    fig = figures[0]
+    for ax in fig.axes[:2]:
+        assert len(ax.lines) <= report.PR_NAMED_CLASSES + 1 and ax.get_legend() is None
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert names[-1].startswith("mean over classes") and len(names) == report.PR_NAMED_CLASSES + 1
+    best = r.labels[int(np.argmax(r.class_average_AP))]
+    assert any(n.startswith(best + " ") for n in names)

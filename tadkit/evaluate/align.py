@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-
+from tadkit.data.formats.table import objects
 from tadkit.errors import InputError
-from tadkit.evaluate.arrays import member, objects
+from tadkit.evaluate.arrays import member
 from tadkit.evaluate.io import GroundTruth, Predictions, Segments
 
 

@@ -32,10 +32,3 @@ def member(values: np.ndarray, pool: set) -> np.ndarray:
     return np.fromiter(map(pool.__contains__, np.asarray(values).tolist()), dtype=bool,
                        count=len(values))
 
-
-def objects(values: Sequence) -> np.ndarray:
-    """A 1-d object array of ``values`` (never a 2-d array of tuples or characters)."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = list(values)
-    return out
-

@@ -47,9 +47,10 @@ import numpy as np
 from tadkit.data.formats import UNKNOWN_SUBSET, no_such_subset, normalize_subset, read_table
 from tadkit.data.formats import checks as ck
 from tadkit.data.formats.csvfile import read_rows
+from tadkit.data.formats.table import objects
 from tadkit.data.formats.thumos import read_segment_lines
 from tadkit.errors import InputError
-from tadkit.evaluate.arrays import member, objects
+from tadkit.evaluate.arrays import member
 from tadkit.files import gc_paused, read_json, read_text
 
 AMBIGUOUS_LABEL = "Ambiguous"

@@ -82,8 +82,8 @@ class Rows:
     def from_records(cls, records: list[tuple[str, float, float, str, str]]) -> "Rows":
         """From ``(video, start, end, label, subset)`` tuples."""
         cols = list(zip(*records)) if records else [(), (), (), (), ()]
-        return cls(_objects(cols[0]), np.array(cols[1], dtype=np.float64),
-                   np.array(cols[2], dtype=np.float64), _objects(cols[3]), _objects(cols[4]))
+        return cls(objects(cols[0]), np.array(cols[1], dtype=np.float64),
+                   np.array(cols[2], dtype=np.float64), objects(cols[3]), objects(cols[4]))
 
     def take(self, keep: np.ndarray) -> "Rows":
         """The rows where ``keep`` (bool mask or indices) selects."""
@@ -195,7 +195,8 @@ def strip_v(vid: str) -> str:
     return vid[2:] if vid.startswith("v_") else vid
 
 
-def _objects(values) -> np.ndarray:
+def objects(values) -> np.ndarray:
+    """A 1-d object array of ``values`` (never a 2-d array of tuples or characters)."""
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
     return out
