@@ -176,3 +176,13 @@ def test_csv_errors_name_the_line(tmp_path):
     path = _write(tmp_path, "g.csv", "video,start,end,label\nv,0,1,A\nv,4,2,A\n")
     with pytest.raises(InputError, match="inverted segment"):
         load_ground_truth(path)
+
+
+def test_integer_labels_and_numeric_strings_are_read_as_the_official_code_reads_them(tmp_path):
+    # the official code keys classes by the label as written and reads segments with float()
+    gt = load_ground_truth(_write(tmp_path, "gt.json", {"database": {"v": {
+        "subset": "validation", "annotations": [{"segment": ["1.5", 4], "label": 3}]}}}), "val")
+    assert gt.label.tolist() == ["3"] and gt.start.tolist() == [1.5]
+    preds = load_predictions(_write(tmp_path, "p.json", {"results": {"v": [
+        {"segment": [1.5, 4], "label": 3, "score": 1}]}}))
+    assert preds.label.tolist() == ["3"]

@@ -319,7 +319,7 @@ def _checked_results(path: Path, results: dict, require_label: bool):
             place = f"{where}[{k}]"
             ent = ck.mapping(path, ent, place)
             s, e = ck.segment(path, ent, place)
-            label = ck.label(path, ent, place, required=require_label, allow_int=True)
+            label = ck.label(path, ent, place, required=require_label)
             scores.append(ck.score(path, ent, place))
             rows.append((str(vid), s, e, label))
             places.append(place)

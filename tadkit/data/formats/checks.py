@@ -80,16 +80,15 @@ def segment(p: Path | str, entry: Mapping[str, Any], where: str) -> tuple[float,
     return number(p, x[0], f"{where}.segment[0]"), number(p, x[1], f"{where}.segment[1]")
 
 
-def label(p: Path | str, entry: Mapping[str, Any], where: str, required: bool = True,
-          allow_int: bool = False) -> str | None:
-    """``entry["label"]``: a non-empty class name (``allow_int``: an integer class id
-    becomes its decimal string, as some prediction writers emit ids)."""
+def label(p: Path | str, entry: Mapping[str, Any], where: str, required: bool = True) -> str | None:
+    """``entry["label"]``: a non-empty class name; an integer class id becomes its
+    decimal string (the official code takes integer labels too)."""
     if "label" not in entry:
         if required:
             raise InputError(p, f"{where} has no 'label'")
         return None
     x = entry["label"]
-    if allow_int and isinstance(x, int) and not isinstance(x, bool):
+    if isinstance(x, int) and not isinstance(x, bool):
         return str(x)
     if not isinstance(x, str) or not x.strip():
         raise InputError(p, f"{where}.label: expected a non-empty class name, got {short(x)}")
