@@ -54,7 +54,8 @@ def _max_proposals(ctx, param, value: float) -> float:
 @click.option("--ambiguous-file", type=click.Path(dir_okay=False), default=None,
               help="Ambiguous segments, 'video start end' per line (e.g. Ambiguous_test.txt).")
 @click.option("--max-proposals", type=float, default=100.0, show_default=True, callback=_max_proposals,
-              help="Proposals: the largest average number per video (AN) of the AR-AN curve.")
+              help=f"Proposals: the largest average number per video (AN) of the AR-AN curve, "
+                   f"in [1, {MAX_PROPOSALS}].")
 @click.option("--reject-inverted", is_flag=True,
               help="Refuse predicted segments with end < start (default: score them as the "
                    "official code does, with a note).")
