@@ -186,3 +186,11 @@ def test_integer_labels_and_numeric_strings_are_read_as_the_official_code_reads_
     preds = load_predictions(_write(tmp_path, "p.json", {"results": {"v": [
         {"segment": [1.5, 4], "label": 3, "score": 1}]}}))
     assert preds.label.tolist() == ["3"]
+
+
+def test_proposals_with_some_labels_read_the_missing_ones_as_empty(tmp_path):
+    path = _write(tmp_path, "p.json", {"results": {"v": [{"segment": [0, 1], "score": 0.5},
+                                                         {"segment": [0, 2], "score": 0.4, "label": "A"}]}})
+    assert load_predictions(path, require_label=False).label.tolist() == ["", "A"]
+    path = _write(tmp_path, "q.json", {"results": {"v": [{"segment": [0, 1], "score": 0.5}]}})
+    assert load_predictions(path, require_label=False).label is None

@@ -304,8 +304,8 @@ def _fast_results(path: Path, results: dict, require_label: bool) -> Predictions
     counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
     video = np.repeat(objects([str(v) for v in results]), counts)
     label = None
-    if not entries or any(x is not None for x in labels):
-        label = objects(labels if None not in label_types else ["" if x is None else x for x in labels])
+    if not entries or label_types - {type(None)}:      # proposals: entries without a label get ""
+        label = objects(labels if type(None) not in label_types else ["" if x is None else x for x in labels])
     return Predictions(video, se[:, 0].copy(), se[:, 1].copy(), label, _score_array(scores),
                        str(path))
 
