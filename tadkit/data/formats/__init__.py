@@ -1,24 +1,23 @@
 """One reader per annotation format, each producing the same :class:`AnnotationTable`.
 
-=====================  =====================================================  ==========================
-format (``fmt``)       file                                                   detected by
-=====================  =====================================================  ==========================
-``activitynet``        official ActivityNet 1.3 / HACS JSON; ActionFormer's   a ``database`` key
-                       ``thumos14.json`` (:mod:`.activitynet`)
-``activitynet-results``  a detection file read as ground truth                a ``results`` key
-``bsn``                BSN's ``anet_anno_action.json`` (:mod:`.bsn`)          entries with
-                                                                              ``duration_second``
-``thumos-folder``      official THUMOS14 ``<Class>_<subset>.txt`` files       a folder
-                       (:mod:`.thumos`)
-``thumos-txt``         one such file                                          ``.txt``
-``csv``                ``video,start,end,label[,subset,duration,fps]``        ``.csv`` / ``.tsv``
-                       (:mod:`.csvfile`)
-=====================  =====================================================  ==========================
+Formats (``fmt``; ``"auto"`` detects them by what decides it):
+
+* ``activitynet`` (:mod:`.activitynet`): the official ActivityNet 1.3 / HACS
+  JSON and ActionFormer's ``thumos14.json`` -- a ``database`` key;
+* ``activitynet-results`` (:mod:`.activitynet`): a detection file read as
+  ground truth -- a ``results`` key;
+* ``bsn`` (:mod:`.bsn`): BSN's ``anet_anno_action.json`` -- entries with
+  ``duration_second`` or ``annotations``;
+* ``thumos-folder`` / ``thumos-txt`` (:mod:`.thumos`): the official THUMOS14
+  ``<Class>_<subset>.txt`` files -- a folder / a ``.txt``;
+* ``csv`` (:mod:`.csvfile`): ``video,start,end,label[,subset,duration,fps]``
+  -- ``.csv`` / ``.tsv``.
 
 :func:`read_table` reads any of them; the data stage
 (:func:`tadkit.data.annotations.load_annotations`) and the evaluate stage
-(:func:`tadkit.evaluate.load_ground_truth`) both build on it. This package
-imports no pandas.
+(:func:`tadkit.evaluate.load_ground_truth`) both build on it, each with its own
+policy. Shared field checks are in :mod:`.checks`. This package imports no
+pandas.
 """
 from __future__ import annotations
 
