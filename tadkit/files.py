@@ -40,9 +40,12 @@ def read_json(path: str | os.PathLike) -> Any:
     """The file parsed as JSON; malformed JSON names the line and column.
 
     orjson parses when it is installed (several times faster on the large
-    prediction files); whatever it refuses is parsed again by the standard
-    library, so the accepted JSON (``NaN`` literals, huge integers) and the
-    error messages are the standard library's.
+    prediction files); whatever it refuses (``NaN`` literals, numbers beyond a
+    double's range, lone surrogates, malformed JSON) is parsed again by the
+    standard library, so what is accepted and the error messages are the
+    standard library's. One difference remains: orjson reads an integer of
+    2**64 or more as a float (as a score or a time it ends up the same float64
+    either way).
     """
     if orjson is not None:
         try:
