@@ -58,11 +58,7 @@ def test_command_summaries_are_whole_sentences(group):
 
 
 #: Options another branch is reworking (evaluate --task / --dataset): checked once it is merged.
-PENDING = {"evaluate": "evaluate --task help comes with the evaluate branch"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=False))
-                                  if n in PENDING else n for n in sorted(COMMANDS)])
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_option_has_help_and_shows_its_default_or_choices(name):
     for p in COMMANDS[name].params:
         if not isinstance(p, click.Option) or p.name == "help":

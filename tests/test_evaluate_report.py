@@ -35,8 +35,8 @@ def test_per_class_csv_round_trips_the_ap_table(tmp_path):
 def test_proposal_report_and_table(tmp_path):
     r = evaluate_proposals(GT, PREDS, [0.5], max_avg_nr_proposals=2, recall_at=(1,))
     files = write_report(r, tmp_path)
-    assert {f.name for f in files} == {"summary.json", "ar_an.csv", "ar_an.png"}
-    assert "AUC (AR-AN" in format_proposal_table(r) and "AR@1:" in format_proposal_table(r)
+    assert {f.name for f in files} == {"results.json", "ar_an.csv", "ar_an.png"}
+    assert "AUC (AR-AN" in format_proposal_table(r) and "AR@1 per video" in format_proposal_table(r)
 
 
 def test_timeline_draws_ground_truth_and_the_top_predictions():
