@@ -172,7 +172,7 @@ def test_thumos_class_averages_use_the_protocols_averaging_set(tmp_path):
     write_report(r, tmp_path)
     rows = list(csv.reader(open(tmp_path / "per_class.csv")))
     assert rows[0][-1] == "AP_mean" and [row[-1] for row in rows[1:]] == ["0.0", "1.0", "0.5"]
-    assert "0.00  A" in format_detection_table(r, worst=1).split("lowest 1 classes")[1]
+    assert "0.00  A" in format_detection_table(r, worst=1).split("lowest 1 class ")[1]
 
 
 def test_evaluate_imports_no_pandas():

@@ -19,7 +19,7 @@ def test_detection_table_is_in_percent_and_lists_the_lowest_classes():
     text = format_detection_table(r, worst=1)
     assert "0.50  100.00" in text and "0.95  " in text
     assert f"average mAP (0.5, 0.95): {100 * r.average_mAP:.2f}" in text
-    assert "lowest 1 classes" in text
+    assert "lowest 1 class " in text
 
 
 def test_per_class_csv_round_trips_the_ap_table(tmp_path):

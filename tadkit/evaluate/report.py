@@ -17,6 +17,7 @@ import numpy as np
 from tadkit.evaluate.detection import DetectionResult
 from tadkit.evaluate.align import align
 from tadkit.evaluate.io import GroundTruth, Predictions
+from tadkit.text import plural
 from tadkit.evaluate.proposals import ProposalResult
 
 #: the results document inside a report folder (``--out``), the same as ``--json`` writes.
@@ -37,7 +38,7 @@ def format_detection_table(result: DetectionResult, worst: int = 0) -> str:
     lines.append(f"  average mAP ({span}): {100 * result.average_mAP:.2f}")
     if worst:
         mean_ap = result.class_average_AP
-        lines.append(f"  lowest {min(worst, len(mean_ap))} classes (AP averaged over {span}):")
+        lines.append(f"  lowest {plural(min(worst, len(mean_ap)), 'class', 'classes')} (AP averaged over {span}):")
         for c in np.argsort(mean_ap, kind="stable")[:worst]:
             lines.append(f"    {100 * mean_ap[c]:6.2f}  {result.labels[c]}")
     lines += [f"  note: {n}" for n in result.notes]
