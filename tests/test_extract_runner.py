@@ -255,8 +255,8 @@ def _published(out: Path) -> int:
 def test_sigkill_at_any_moment_then_rerun_matches_an_uninterrupted_run(tmp_path):
     vids = tmp_path / "videos"
     vids.mkdir()
-    for i in range(4):
-        make_video(vids / f"v{i}.avi", n=18 + 3 * i, seed=i)
+    for i in range(4):  # the last video is long, so the kill after three lands while it is computed
+        make_video(vids / f"v{i}.avi", n=18 + 3 * i if i < 3 else 120, seed=i)
     out = tmp_path / "killed"
     env = dict(os.environ)
     jitter = np.random.default_rng(5).uniform(0.0, 0.3, size=2)
