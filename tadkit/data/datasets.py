@@ -28,6 +28,11 @@ field           type / shape                meaning
 ``segments``    float32 tensor ``(N, 2)``   ground truth ``[start, end]`` in grid units
 ``labels``      int64 tensor ``(N,)``       class indices into ``dataset.classes``
 ``offset``      int                         first snippet of the sample in the video
+``grid``        ``(T, g, g, C_g)`` or None  spatial grids (``grid=True``)
+``levels``      list of :class:`LevelInput` stored levels (``levels=True``), steps kept
+                or None                     when their position lies in the sample's cells
+``proposals``   ``(N, 3)`` or None          another run's ``[start, end, score]``, grid
+                                            units (chained runs; those overlapping the cells)
 ==============  ==========================  ===========================================
 
 Grid units: cell ``i`` is snippet ``i`` of the sample (its centre time is
@@ -59,6 +64,7 @@ from torch.utils.data import Dataset
 
 from tadkit.data.annotations import Annotations
 from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
+from tadkit.data.sources import FeatureSource, resample_at
 from tadkit.errors import InputError
 from tadkit.timeline import TimeAxis, grid_to_segments, resize_features, segments_to_grid
 
@@ -70,6 +76,26 @@ class DatasetWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- samples
+@dataclass
+class LevelInput:
+    """One stored backbone level of a sample (unbatched) or a batch.
+
+    ``features (C_l, T_l)`` / ``(B, C_l, T_l)`` float32, ``mask (T_l,)`` /
+    ``(B, T_l)`` bool (False on padding), ``positions (T_l,)`` / ``(B, T_l)``
+    float32: each step's time in the sample's snippet-grid units (a step at
+    the centre of snippet cell 3 has position 3.0; padded steps continue the
+    last spacing).
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "LevelInput":
+        return LevelInput(*(t.to(device, non_blocking=non_blocking)
+                            for t in (self.features, self.mask, self.positions)))
+
+
 @dataclass
 class Sample:
     """One model input with its targets (see the module docstring)."""
@@ -83,6 +109,8 @@ class Sample:
     labels: torch.Tensor
     offset: int = 0
     grid: torch.Tensor | None = None
+    levels: list["LevelInput"] | None = None
+    proposals: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -105,7 +133,10 @@ class Batch:
 
     ``features (B, C, T)`` float32, ``mask (B, T)`` bool (False on padding),
     ``grid (B, T, g, g, C_g)`` float32 or None: the per-snippet spatial grids
-    when the dataset was asked for them (``grid=True``),
+    when the dataset was asked for them (``grid=True``), ``levels``: one
+    :class:`LevelInput` per requested level (each padded to its longest
+    sample, or to ``pad_to`` times the level's steps per snippet), or None,
+    ``proposals``: one ``(N_i, 3)`` tensor per sample (chained runs) or None,
     ``segments`` / ``labels``: lists of ``(N_i, 2)`` float32 / ``(N_i,)`` int64
     in grid units, ``axes`` / ``video_ids`` / ``durations`` / ``offsets``: one
     per sample; ``origins`` / ``steps`` ``(B,)`` float64 tensors hold the axes
@@ -123,6 +154,8 @@ class Batch:
     origins: torch.Tensor
     steps: torch.Tensor
     grid: torch.Tensor | None = None
+    levels: list[LevelInput] | None = None
+    proposals: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -133,7 +166,9 @@ class Batch:
         return Batch(mv(self.features), mv(self.mask), [mv(s) for s in self.segments],
                      [mv(lab) for lab in self.labels], self.axes, self.video_ids,
                      mv(self.durations), mv(self.offsets), mv(self.origins), mv(self.steps),
-                     None if self.grid is None else mv(self.grid))
+                     None if self.grid is None else mv(self.grid),
+                     None if self.levels is None else [lv.to(device, non_blocking) for lv in self.levels],
+                     None if self.proposals is None else [mv(p) for p in self.proposals])
 
     def to_seconds(self, i: int, grid: np.ndarray | torch.Tensor) -> np.ndarray:
         """``[N, 2]`` grid positions of sample ``i`` -> seconds in ``[0, duration]``."""
@@ -176,6 +211,13 @@ def collate(samples: Sequence[Sample], stride: int = 1, pad_to: int | None = Non
             if s.grid.shape[1:] != shape:
                 raise ValueError(f"sample {s.video_id!r} has a {tuple(s.grid.shape[1:])} grid, expected {tuple(shape)}")
             grid[i, :s.length] = s.grid
+    levels = None
+    if samples[0].levels is not None:
+        if any(s.levels is None or len(s.levels) != len(samples[0].levels) for s in samples):
+            raise ValueError("samples carry different numbers of levels")
+        levels = [_collate_level([s.levels[k] for s in samples], pad_to, pad_value)
+                  for k in range(len(samples[0].levels))]
+    proposals = None if samples[0].proposals is None else [s.proposals for s in samples]
     return Batch(
         features=feats, mask=mask,
         segments=[s.segments for s in samples], labels=[s.labels for s in samples],
@@ -184,8 +226,31 @@ def collate(samples: Sequence[Sample], stride: int = 1, pad_to: int | None = Non
         offsets=torch.tensor([s.offset for s in samples], dtype=torch.long),
         origins=torch.tensor([s.axis.origin for s in samples], dtype=torch.float64),
         steps=torch.tensor([s.axis.step for s in samples], dtype=torch.float64),
-        grid=grid,
+        grid=grid, levels=levels, proposals=proposals,
     )
+
+
+def _collate_level(items: Sequence[LevelInput], pad_to: int | None, pad_value: float) -> LevelInput:
+    """Pad one level of every sample to the longest (at least ``pad_to`` × the level's steps per cell)."""
+    lengths = [int(x.features.shape[-1]) for x in items]
+    target = max(lengths)
+    if pad_to is not None:  # steps per snippet cell, from each sample's spacing
+        density = max((n - 1) / max(float(x.positions[-1] - x.positions[0]), 1e-6) if n >= 2 else 1.0
+                      for n, x in zip(lengths, items))
+        target = max(target, int(math.ceil(pad_to * density - 1e-6)))
+    c = items[0].features.shape[0]
+    feats = torch.full((len(items), c, target), pad_value, dtype=items[0].features.dtype)
+    mask = torch.zeros((len(items), target), dtype=torch.bool)
+    pos = torch.zeros((len(items), target), dtype=torch.float32)
+    for i, (x, n) in enumerate(zip(items, lengths)):
+        feats[i, :, :n] = x.features
+        mask[i, :n] = x.mask
+        step = float(x.positions[-1] - x.positions[-2]) if n >= 2 else 1.0
+        last = float(x.positions[-1]) if n else -step
+        pos[i, :n] = x.positions
+        pos[i, n:] = last + step * torch.arange(1, target - n + 1, dtype=torch.float32)
+    return LevelInput(feats, mask, pos)
+
 
 
 @dataclass(frozen=True)
@@ -235,7 +300,9 @@ class FeatureDataset(Dataset):
     Parameters
     ----------
     store:
-        A :class:`FeatureStore` or its path.
+        A :class:`FeatureStore`, its path, or a
+        :class:`~tadkit.data.sources.FeatureSource` (several stores, stream /
+        channel / level selection, normalisation).
     annotations:
         Ground truth, or ``None`` for inference over every video in the store
         (samples then have no targets).
@@ -249,23 +316,38 @@ class FeatureDataset(Dataset):
         Also read every snippet's spatial grid (``sample.grid (T, g, g, C)``,
         resized or windowed like the features); the store must have been
         extracted with ``--spatial-grid``.
+    levels:
+        Also give every sample the source's levels (``sample.levels``; pass a
+        :class:`~tadkit.data.sources.FeatureSource` naming them).
+    proposals:
+        ``video -> [N, 3]`` ``[start, end, score]`` in seconds (another run's
+        proposals): ``sample.proposals`` holds those overlapping the sample's
+        cells in grid units (unclipped); videos not listed get none.
+    videos:
+        Use only these videos (e.g. one process's share); may leave none.
     """
 
-    def __init__(self, store: FeatureStore | str | Path, annotations: Annotations | None = None,
+    def __init__(self, store: FeatureStore | FeatureSource | str | Path, annotations: Annotations | None = None,
                  subset: str | Sequence[str] | None = None, *,
                  expect: Provenance | Mapping[str, Any] | None = None, warn: bool = True,
-                 grid: bool = False):
+                 grid: bool = False, levels: bool = False,
+                 proposals: Mapping[str, np.ndarray] | None = None, videos: Sequence[str] | None = None):
         if annotations is None and subset:
             raise ValueError("a subset needs annotations")
-        self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+        self.source = store if isinstance(store, FeatureSource) else FeatureSource([store])
+        self.store = self.source.store
         if expect is not None:
             self.store.check(expect)
         self.grid = grid
+        self.levels = levels and bool(self.source.level_names)
+        self.proposals = proposals
         full = annotations
         self.annotations = annotations.subset(subset) if annotations is not None and subset else annotations
         self.report = self._match_videos(full)
-        if grid and not self.store.provenance.extras.get("spatial_grid") and \
-                "spatial_grid" not in self.store.meta(self.report.videos[0])["shapes"]:
+        if videos is not None:
+            wanted = set(videos)
+            self.report.videos = [v for v in self.report.videos if v in wanted]
+        if grid and self.report.videos and not self.source.has_grid(self.report.videos[0]):
             raise InputError(self.store.root, "these features have no spatial grid; extract them with "
                              "--spatial-grid G (or use a head setting without grids)")
         if warn and (self.report.missing_features or self.report.unannotated):
@@ -288,11 +370,11 @@ class FeatureDataset(Dataset):
 
     @property
     def feature_dim(self) -> int:
-        return int(self.store.provenance.feature_dim)
+        return int(self.source.feature_dim)
 
     # -- helpers for the modes ------------------------------------------------------
     def _read(self, video_id: str, rows: slice | None = None) -> VideoFeatures:
-        v = self.store.read(video_id, rows=rows, extras={"spatial_grid"} if self.grid else False)
+        v = self.source.read(video_id, rows=rows, grid=self.grid, levels=self.levels)
         if self.grid and v.spatial_grid is None:
             raise InputError(self.store.path_of(video_id), "no spatial grid stored for this video")
         return v
@@ -308,10 +390,16 @@ class FeatureDataset(Dataset):
 
     def _sample(self, video_id: str, feats: np.ndarray, axis: TimeAxis, duration: float,
                 offset: int, min_ioi: float, keep_span: tuple[float, float] | None = None,
-                spatial: np.ndarray | None = None) -> Sample:
+                spatial: np.ndarray | None = None, levels: Mapping[str, tuple] | None = None,
+                resize: float | None = None) -> Sample:
+        """``levels``: the video's whole levels (``name -> (features, times)``); ``resize``:
+        the snippet resize ratio (new / stored length) when the sample was resized."""
         segs, labels = self._ground_truth(video_id)
         grid, keep = targets_on_axis(segs, axis, min_ioi, keep_span)
         return Sample(
+            levels=None if not self.levels else [level_on_axis(*levels[n], axis, resize)
+                                                 for n in self.source.level_names],
+            proposals=None if self.proposals is None else proposals_on_axis(self.proposals.get(video_id), axis),
             grid=None if spatial is None else torch.from_numpy(np.ascontiguousarray(spatial, dtype=np.float32)),
             video_id=video_id,
             features=torch.from_numpy(np.ascontiguousarray(feats.T, dtype=np.float32)),
@@ -323,7 +411,7 @@ class FeatureDataset(Dataset):
         )
 
     def _match_videos(self, full: Annotations | None) -> DatasetReport:
-        have = set(self.store.video_ids())
+        have = set(self.source.video_ids())
         if self.annotations is None:
             if not have:
                 raise InputError(self.store.root, "the feature store holds no videos")
@@ -368,11 +456,12 @@ class FullSequenceDataset(FeatureDataset):
         duration = self._duration(vid, v)
         t = v.num_snippets
         if self.max_length is None or t <= self.max_length:
-            return self._sample(vid, v.features, axis, duration, 0, 0.0, spatial=v.spatial_grid)
+            return self._sample(vid, v.features, axis, duration, 0, 0.0, spatial=v.spatial_grid, levels=v.levels)
         offset = int(torch.randint(0, t - self.max_length + 1, (1,)).item())
         crop = slice(offset, offset + self.max_length)
         return self._sample(vid, v.features[crop], axis.window(offset, self.max_length), duration, offset,
-                            self.min_ioi, spatial=None if v.spatial_grid is None else v.spatial_grid[crop])
+                            self.min_ioi, spatial=None if v.spatial_grid is None else v.spatial_grid[crop],
+                            levels=v.levels)
 
 
 class ResizedDataset(FeatureDataset):
@@ -407,14 +496,15 @@ class ResizedDataset(FeatureDataset):
         if v.spatial_grid is not None:  # resized along time exactly like the features
             g = np.asarray(v.spatial_grid, dtype=np.float32)
             spatial = resize_features(g.reshape(g.shape[0], -1), self.length).reshape(self.length, *g.shape[1:])
-        return self._sample(vid, feats, axis, self._duration(vid, v), 0, 0.0, span, spatial=spatial)
+        return self._sample(vid, feats, axis, self._duration(vid, v), 0, 0.0, span, spatial=spatial,
+                            levels=v.levels, resize=self.length / v.num_snippets)
 
 
 class WindowDataset(FeatureDataset):
     """Sliding windows of ``window`` snippets over every video.
 
-    Windows start every ``max(1, round(window * (1 - overlap)))`` snippets;
-    the last one ends on the last snippet, and a video shorter than a window
+    Windows start every ``stride`` snippets when given, else every
+    ``max(1, round(window * (1 - overlap)))`` snippets; the last one ends on the last snippet, and a video shorter than a window
     gives one shorter sample (pad it with ``PadCollate(pad_to=window)``).
     Ground truth is kept when at least ``min_ioi`` of the instance lies in the
     window, clipped to it. ``drop_empty`` skips windows without ground truth
@@ -427,19 +517,21 @@ class WindowDataset(FeatureDataset):
 
     def __init__(self, store: FeatureStore | str | Path, annotations: Annotations | None = None,
                  subset: str | Sequence[str] | None = None, *, window: int = 256, overlap: float = 0.5,
-                 min_ioi: float = 0.75, drop_empty: bool = False, **kwargs: Any):
+                 stride: int | None = None, min_ioi: float = 0.75, drop_empty: bool = False, **kwargs: Any):
         super().__init__(store, annotations, subset, **kwargs)
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if stride is not None and stride < 1:
+            raise ValueError(f"stride must be at least 1 snippet, got {stride}")
         self.window, self.overlap, self.min_ioi, self.drop_empty = window, overlap, min_ioi, drop_empty
-        self.hop = max(1, int(round(window * (1.0 - overlap))))
+        self.hop = int(stride) if stride is not None else max(1, int(round(window * (1.0 - overlap))))
         self.windows: list[tuple[str, int, int]] = []  # video, offset, length
         self._axes: dict[str, TimeAxis] = {}
         for vid in self.report.videos:
-            t = int(self.store.meta(vid)["shapes"]["features"][0])
-            head = self._read(vid, rows=slice(0, 2))
+            t = self.source.num_snippets(vid)
+            head = self.store.read(vid, rows=slice(0, 2), extras=False)
             axis = TimeAxis(_axis_of(head).origin, _axis_of(head).step, t)
             self._axes[vid] = axis
             segs, _ = self._ground_truth(vid)
@@ -458,16 +550,16 @@ class WindowDataset(FeatureDataset):
         v = self._read(vid, rows=slice(off, off + length))
         axis = self._axes[vid].window(off, length)
         return self._sample(vid, v.features, axis, self._duration(vid, v), off, self.min_ioi,
-                            spatial=v.spatial_grid)
+                            spatial=v.spatial_grid, levels=v.levels)
 
 
-def make_dataset(mode: str, store: FeatureStore | str | Path, annotations: Annotations | None = None,
+def make_dataset(mode: str, store: FeatureStore | FeatureSource | str | Path, annotations: Annotations | None = None,
                  subset: str | Sequence[str] | None = None, **kwargs: Any) -> FeatureDataset:
     """Build the dataset of ``mode`` (``"full"``, ``"resize"`` or ``"window"``).
 
     ``kwargs`` go to the class: ``max_length``/``min_ioi`` (full), ``length``
-    (resize), ``window``/``overlap``/``min_ioi``/``drop_empty`` (window), and
-    ``expect``/``warn`` (all).
+    (resize), ``window``/``overlap``/``stride``/``min_ioi``/``drop_empty``
+    (window), and ``grid``/``levels``/``proposals``/``expect``/``warn`` (all).
     """
     classes: dict[str, Callable[..., FeatureDataset]] = {
         "full": FullSequenceDataset, "resize": ResizedDataset, "window": WindowDataset}
@@ -500,6 +592,42 @@ def targets_on_axis(segments: np.ndarray, axis: TimeAxis, min_ioi: float = 0.0,
         ioi = np.where(point, 0.0, inter / np.where(point, 1.0, size))
     keep = inside_point | ((inter > 0) & (ioi >= min_ioi))
     return clipped[keep], keep
+
+
+def level_on_axis(features: np.ndarray, times: np.ndarray, axis: TimeAxis,
+                  resize: float | None = None) -> LevelInput:
+    """One stored level (``features [T_l, C_l]``, step ``times [T_l]`` seconds) on a sample's axis.
+
+    Without ``resize`` the steps whose position ``axis.to_grid(time)`` lies in
+    the sample's cells ``[-0.5, length - 0.5)`` are kept (windows, crops, whole
+    videos). With ``resize`` (new / stored snippet count) the level is
+    resampled linearly over its own time span to ``max(1, round(T_l ·
+    resize))`` evenly spaced steps, as the snippets were. Returns an unbatched
+    :class:`LevelInput` (``features (C_l, n)``, positions in grid units).
+    """
+    t = np.asarray(times, dtype=np.float64)
+    f = np.asarray(features, dtype=np.float32)
+    if resize is not None:
+        n = max(1, int(round(len(t) * resize)))
+        new_t = np.linspace(t[0], t[-1], n) if n > 1 else np.array([t.mean()])
+        f, t = resample_at(t, f, new_t), new_t
+        pos = np.asarray(axis.to_grid(t))
+    else:
+        pos = np.asarray(axis.to_grid(t))
+        keep = (pos >= -0.5) & (pos < axis.length - 0.5)
+        f, pos = f[keep], pos[keep]
+    return LevelInput(torch.from_numpy(np.ascontiguousarray(f.T, dtype=np.float32)),
+                      torch.ones(len(pos), dtype=torch.bool), torch.from_numpy(pos.astype(np.float32)))
+
+
+def proposals_on_axis(proposals: np.ndarray | None, axis: TimeAxis) -> torch.Tensor:
+    """``[N, 3]`` ``[start, end, score]`` in seconds -> those overlapping the axis' cells, grid units."""
+    if proposals is None or not len(proposals):
+        return torch.zeros((0, 3), dtype=torch.float32)
+    p = np.asarray(proposals, dtype=np.float64).reshape(-1, 3)
+    g = np.asarray(axis.to_grid(p[:, :2]))
+    keep = (g[:, 1] > -0.5) & (g[:, 0] < axis.length - 0.5)
+    return torch.from_numpy(np.concatenate([g[keep], p[keep, 2:]], axis=1).astype(np.float32))
 
 
 def window_offsets(num_snippets: int, window: int, hop: int) -> np.ndarray:
