@@ -10,25 +10,38 @@ from torch.nn import functional as F
 from tadkit.detect.heads import HEADS, DetectionHead
 from tadkit.detect.postprocess import Detections
 
-#: what the next built probe declares / records (tests set and read these)
-SETTINGS: dict[str, Any] = {"needs": frozenset(), "class_agnostic": False}
+#: what the next built ``probe`` declares / records (tests set and read these)
+SETTINGS: dict[str, Any] = {"needs": frozenset()}
 SEEN: dict[str, list] = {"epochs": [], "inputs": [], "built": []}
 
 
 @HEADS.register("probe")
 def build_probe(cfg: Any, in_dim: int, num_classes: int, inputs: Any = None) -> "Probe":
     SEEN["built"].append({"in_dim": in_dim, "inputs": inputs})
-    return Probe(in_dim, num_classes)
+    return Probe(in_dim, num_classes, SETTINGS["needs"])
+
+
+@HEADS.register("probe_proposals")
+def build_probe_proposals(cfg: Any, in_dim: int, num_classes: int) -> "Probe":
+    """A class-agnostic probe (a proposal head)."""
+    return Probe(in_dim, num_classes, frozenset(), class_agnostic=True)
+
+
+@HEADS.register("probe_refine")
+def build_probe_refine(cfg: Any, in_dim: int, num_classes: int) -> "Probe":
+    """A probe that reads a source run's proposals (a chained run)."""
+    SEEN["built"].append({"in_dim": in_dim, "inputs": None})
+    return Probe(in_dim, num_classes, frozenset({"proposals"}))
 
 
 class Probe(DetectionHead):
     """Per-cell class scores from a 1x1 conv; loss: per-sample mean squared error to per-cell targets."""
 
-    def __init__(self, in_dim: int, num_classes: int):
+    def __init__(self, in_dim: int, num_classes: int, needs: frozenset[str], class_agnostic: bool = False):
         super().__init__()
         self.num_classes = num_classes
-        self._needs = frozenset(SETTINGS["needs"])
-        self.class_agnostic = bool(SETTINGS["class_agnostic"])
+        self._needs = frozenset(needs)
+        self.class_agnostic = class_agnostic
         self.norm = nn.GroupNorm(1, in_dim)
         self.conv = nn.Conv1d(in_dim, num_classes, 1)
 
