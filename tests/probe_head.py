@@ -5,7 +5,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from tadkit.detect.heads import HEADS, DetectionHead
 from tadkit.detect.postprocess import Detections

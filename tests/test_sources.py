@@ -153,3 +153,42 @@ def test_window_stride_overrides_overlap(leveled):
         make_dataset("window", leveled, None, window=10, stride=0)
     with pytest.raises(ProvenanceError):
         FeatureSource([leveled], streams=["rgb"]).store.check({"feature_dim": 3})
+
+
+def test_synthetic_two_stream_store_with_levels(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tadkit.cli import cli
+
+    ann = tmp_path / "gt.json"
+    ann.write_text(json.dumps({"version": "t", "database": {"v": {
+        "subset": "validation", "duration": 20.0, "fps": 10.0,
+        "annotations": [{"label": "A", "segment": [3.0, 8.0]}, {"label": "B", "segment": [12.0, 15.0]}]}}}))
+    res = CliRunner().invoke(cli, ["data", "synth-features", "--annotations", str(ann), "--out", str(tmp_path / "f"),
+                                   "--feature-dim", "6", "--clip-len", "4", "--stride", "4",
+                                   "--streams", "rgb,flow", "--levels", "2,1,0.5"])
+    assert res.exit_code == 0, res.output
+    store = FeatureStore.open(tmp_path / "f")
+    prov = store.provenance
+    assert prov.streams == ("rgb", "flow") and prov.feature_dim == 12
+    assert stream_channels(prov) == {"rgb": slice(0, 6), "flow": slice(6, 12)}
+    v = store.read("v")
+    step = v.times[1] - v.times[0]
+    assert sorted(v.levels) == ["flow/x0.5", "flow/x1", "flow/x2", "rgb/x0.5", "rgb/x1", "rgb/x2"]
+    np.testing.assert_allclose(v.levels["rgb/x1"][1], v.times)                    # density 1: snippet centres
+    np.testing.assert_allclose(v.levels["rgb/x2"][1][:2], v.times[0] + np.array([-0.25, 0.25]) * step)
+    np.testing.assert_allclose(v.levels["rgb/x0.5"][1][0], v.times[0] + 0.5 * step)
+    assert v.levels["flow/x2"][0].shape == (2 * v.num_snippets, 6)
+    rgb, flow = v.features[:, :6], v.features[:, 6:]
+    assert not np.allclose(rgb, flow)  # own prototypes and noise
+    # the single-stream default is unchanged by these options
+    from tadkit.data.annotations import load_annotations
+    from tadkit.data.synthetic import SynthFeatureConfig, synth_video_features
+
+    a = load_annotations(ann)
+    plain = synth_video_features(a, "v", SynthFeatureConfig(feature_dim=6, clip_len=4, stride=4))
+    again = synth_video_features(a, "v", SynthFeatureConfig(feature_dim=6, clip_len=4, stride=4, streams=()))
+    np.testing.assert_array_equal(plain.features, again.features)
+    assert plain.levels == {}

@@ -114,9 +114,13 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
             ann = load_annotations(annotations, warn=False)
         ids = _video_list(first.source, ann, videos, echo if ctx.is_main else None)
         mine = ids[ctx.rank::ctx.world_size]
+        sources: dict[str, dict[str, np.ndarray]] = {}  # runs chained on the same source share its proposals
         for m in members:
             if m.chained is not None:
-                m.proposals = chained_proposals(m, features, ann, mine, ctx.device, from_run)
+                key = repr((from_run or [r["path"] for r in m.chained["runs"]], m.chained.get("topk")))
+                if key not in sources:
+                    sources[key] = chained_proposals(m, features, ann, mine, ctx.device, from_run)
+                m.proposals = sources[key]
         mode = fuse
         if mode == "auto":
             mode = "mean" if can_average(members) is None else "union"

@@ -21,6 +21,7 @@ from tadkit.data.features import FeatureStore
 from tadkit.data.sources import FeatureSource, Normalization
 from tadkit.detect.config import DetectConfig
 from tadkit.detect.heads import DetectionHead, InputInfo
+from tadkit.detect.heads.base import INPUTS
 from tadkit.errors import ConfigError, InputError, ProvenanceError, TadkitError
 
 
@@ -65,6 +66,8 @@ def make_dataset(cfg: DetectConfig, source: FeatureSource, annotations: Any, tra
 
     d = cfg.data
     needs = head.needs
+    if not needs <= INPUTS:
+        raise ValueError(f"head {cfg.head!r} declares unknown inputs {sorted(needs - INPUTS)} (known: {sorted(INPUTS)})")
     if "proposals" in needs and proposals is None:
         raise ConfigError(f"head {cfg.head!r} reads another run's proposals: train it with --from-run RUN")
     if d.mode == "window":

@@ -19,11 +19,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from tadkit.data.datasets import LevelInput
+from tadkit.data.batches import LevelInput
 from tadkit.detect.postprocess import Detections
 
 #: inputs a head may declare in ``needs``
 INPUTS = frozenset({"grid", "levels", "proposals"})
+
+__all__ = ["INPUTS", "DetectionHead", "InputInfo", "LevelInput", "group_parameters", "weighted_mean"]
 
 
 @dataclass(frozen=True)
