@@ -75,7 +75,7 @@ MODES = ("full", "resize", "window")
 
 __all__ = ["MODES", "Batch", "DatasetReport", "DatasetWarning", "FeatureDataset", "FullSequenceDataset",
            "LevelInput", "PadCollate", "ResizedDataset", "Sample", "WindowDataset", "collate", "level_on_axis",
-           "make_dataset", "proposals_on_axis", "targets_on_axis", "window_offsets"]
+           "make_dataset", "prefix_hint", "proposals_on_axis", "targets_on_axis", "window_offsets"]
 
 
 class DatasetWarning(UserWarning):
@@ -238,7 +238,7 @@ class FeatureDataset(Dataset):
         report = DatasetReport(videos=sorted(wanted & have), missing_features=sorted(wanted - have),
                                unannotated=sorted(have - listed))
         if report.missing_features:
-            report.hint = _prefix_hint(report.missing_features, have)
+            report.hint = prefix_hint(report.missing_features, have)
         if not report.videos:
             raise InputError(self.store.root, f"none of the {len(wanted)} annotated videos has features here "
                              f"({len(have)} videos in the store). {report.hint}".strip())
@@ -469,7 +469,8 @@ def _axis_of(v: VideoFeatures) -> TimeAxis:
     return TimeAxis.from_centers(v.times, fallback_step=single)
 
 
-def _prefix_hint(missing: list[str], have: set[str]) -> str:
+def prefix_hint(missing: Sequence[str], have: set[str]) -> str:
+    """A hint when annotated ids and stored ids differ only by a ``v_`` prefix (else "")."""
     swapped = [m[2:] if m.startswith("v_") else "v_" + m for m in missing[:50]]
     if any(s in have for s in swapped):
         return ("hint: ids differ by a 'v_' prefix between annotations and features; "

@@ -109,9 +109,9 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
         if subset is not None:
             if ann_path is None:
                 raise ConfigError("--subset needs annotations: pass --annotations")
-            ann = load_annotations(ann_path, warn=False).subset(subset)
+            ann = load_annotations(ann_path).subset(subset)
         elif annotations is not None:
-            ann = load_annotations(annotations, warn=False)
+            ann = load_annotations(annotations)
         ids = _video_list(first.source, ann, videos, echo if ctx.is_main else None)
         mine = ids[ctx.rank::ctx.world_size]
         sources: dict[str, dict[str, np.ndarray]] = {}  # runs chained on the same source share its proposals
@@ -347,6 +347,9 @@ def can_average(members: Sequence[Member]) -> str | None:
             return f"{m.path} samples videos differently ({', '.join(f'data.{k}' for k in diff)})"
         if (m.chained is None) != (first.chained is None):
             return "only some of the runs are chained"
+        if m.chained is not None and [r.get("run_id") for r in m.chained["runs"]] != \
+                [r.get("run_id") for r in first.chained["runs"]]:
+            return f"{m.path} was chained on another source run than {first.path}"
     return None
 
 

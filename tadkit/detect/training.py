@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from tadkit.config import save_config, to_dict
+from tadkit.data.datasets import prefix_hint
 from tadkit.data.sources import Normalization
 from tadkit.detect.config import DetectConfig
 from tadkit.detect.heads import DetectionHead, build_head, group_parameters
@@ -132,12 +133,13 @@ def usable_videos(source: Any, annotations: Any, say: Callable[[str], None]) -> 
     annotated = annotations.video_ids()
     missing = [v for v in annotated if v not in have]
     usable = [v for v in annotated if v in have]
+    hint = prefix_hint(missing, have) if missing else ""
     if not usable:
         raise InputError(source.root, f"no training videos: none of the {len(annotated)} annotated videos has "
-                         f"features here ({len(have)} videos in the store)")
+                         f"features here ({len(have)} videos in the store). {hint}".strip())
     if missing:
         say(f"warning: {len(missing)} of the {len(annotated)} annotated training videos have no features in "
-            f"{source.root} and are not used (e.g. {', '.join(missing[:3])})")
+            f"{source.root} and are not used (e.g. {', '.join(missing[:3])}). {hint}".strip())
     return usable
 
 
