@@ -139,6 +139,7 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
         if raw is not None:
             save_candidates(raw, pred.raw, pred.durations, classes, meta)
             written["raw"] = str(raw)
+        props = None
         if proposals is not None:
             props = {vid: postprocess_video(det, _agnostic(pp)) for vid, det in pred.candidates.items()}
             doc = proposals_to_json(props, pred.durations, settings=dataclasses.asdict(pp))
@@ -147,7 +148,7 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
         if out is not None:
             scores = video_class_scores(pp, classes, list(pred.candidates), classifier, classifier_runs,
                                         first.source, required=agnostic)
-            results = apply_postprocess(pred.candidates, pp, classes, class_scores=scores)
+            results = apply_postprocess(pred.candidates, pp, classes, class_scores=scores, proposals=props)
             settings = dict(dataclasses.asdict(pp), **({"classifier": str(classifier)} if classifier else {}),
                             **({"classifier_runs": [str(r) for r in classifier_runs]} if classifier_runs else {}))
             doc = detections_to_json(results, classes, pred.durations, settings=settings)
@@ -174,14 +175,16 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
 
 
 def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfig, classes: Sequence[str],
-                      class_scores: Mapping[str, np.ndarray] | None = None) -> dict[str, Detections]:
+                      class_scores: Mapping[str, np.ndarray] | None = None,
+                      proposals: Mapping[str, Detections] | None = None) -> dict[str, Detections]:
     """Post-process every video; with class scores, fuse them (classifier fusion).
 
     ``class_scores`` (``video -> [C]``), else ``pp.fusion_scores`` (a
     CUHK-format file): the candidates are treated as class-agnostic
-    proposals — the configured NMS with ``class_agnostic=True``, then each
-    proposal is paired with the ``fusion_topk`` best classes of its video
-    (score ``sqrt(cls · proposal)``). Videos without scores are an error.
+    proposals — the configured NMS with ``class_agnostic=True`` (or the given
+    ``proposals``, already so post-processed), then each proposal is paired
+    with the ``fusion_topk`` best classes of its video (score ``sqrt(cls ·
+    proposal)``). Videos without scores are an error.
     """
     if class_scores is None and pp.fusion_scores is not None:
         class_scores = load_classifier_scores(pp.fusion_scores, classes)
@@ -192,7 +195,7 @@ def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfi
         raise InputError(pp.fusion_scores, f"no class scores for {len(missing)} videos (e.g. {missing[0]!r})")
     out = {}
     for vid, det in candidates.items():
-        props = postprocess_video(det, _agnostic(pp))
+        props = proposals[vid] if proposals is not None else postprocess_video(det, _agnostic(pp))
         out[vid] = fuse_classifier(props, class_scores[vid], pp.fusion_topk).topk(pp.max_per_video)
     return out
 
