@@ -14,7 +14,9 @@ The papers' stream tables (MLTPN Table 1, TAL-MTS Tables IV-V) on CPU::
 
 ``--norm-check N`` also trains the RGB MLTPN for N epochs on the same features
 scaled by 1e-6 (as random-weight backbone features are) with and without
-``data.normalize``, to measure what feature normalisation does.
+``data.normalize``, and on the unscaled features without it (with it, the
+scaled and unscaled features are the same after standardisation), to measure
+what feature normalisation does.
 
 The heads use the CPU widths and optimisers of ``benchmarks/detect_mltpn.py``
 and ``benchmarks/detect_talmts.py`` (TAL-MTS without RFP, its best variant
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--streams", "rgb,flow", "--feature-dim", str(args.feature_dim), "--out", str(feats)])
     protocol = get_protocol("thumos14")
     gt = load_ground_truth(args.annotations, subset="test")
-    figures: dict = {"epochs": args.epochs, "threads": args.threads, "rows": {}}
+    figures: dict = {"epochs": args.epochs, "threads": args.threads, "rows": {},
+                     "tiou": [round(float(t), 2) for t in protocol.tiou_thresholds]}
 
     def evaluate(name: str, preds: Path, seconds: float, cpu: float, train_s: float | None = None) -> None:
         res = protocol.evaluate_detection(gt, load_predictions(preds))
@@ -110,16 +113,16 @@ def main(argv: list[str] | None = None) -> dict:
         tiny = work / "feats_1e-6"
         _scaled_copy(feats, tiny, 1e-6)
         label, cpu_overrides = HEADS["mltpn"]
-        for norm in ("false", "true"):
-            run = work / f"mltpn_rgb_tiny_norm_{norm}"
+        for scale, store, norm in (("x1e-6", tiny, "false"), ("x1e-6", tiny, "true"), ("x1", feats, "false")):
+            run = work / f"mltpn_rgb_{scale}_norm_{norm}"
             overrides = [o.format(m=max(1, args.norm_check * 3 // 4)) for o in cpu_overrides] + QUIET + [
                 f"train.epochs={args.norm_check}", "data.streams=[rgb]", f"data.normalize={norm}"]
-            _train(f"train MLTPN rgb x1e-6 normalize={norm}", "mltpn", tiny, args.annotations, run, overrides)
-            preds = work / f"mltpn_tiny_norm_{norm}.json"
+            _train(f"train MLTPN rgb {scale} normalize={norm}", "mltpn", store, args.annotations, run, overrides)
+            preds = work / f"mltpn_rgb_{scale}_norm_{norm}.json"
             t0, c0 = time.perf_counter(), _cpu()
-            run_tadkit("infer", ["detect", "infer", "--run", str(run), "--features", str(tiny), "--subset", "test",
+            run_tadkit("infer", ["detect", "infer", "--run", str(run), "--features", str(store), "--subset", "test",
                                  "--out", str(preds)])
-            evaluate(f"MLTPN RGB, features x1e-6, data.normalize={norm} ({args.norm_check} epochs)", preds,
+            evaluate(f"MLTPN RGB, features {scale}, data.normalize={norm} ({args.norm_check} epochs)", preds,
                      time.perf_counter() - t0, _cpu() - c0, _seconds_per_epoch(run))
             last = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()][-1]
             figures["rows"][list(figures["rows"])[-1]]["final_loss"] = round(last["loss"], 4)
@@ -134,9 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown(figures: dict) -> str:
-    """The papers' layout: one row per stream setting, mAP at tIoU 0.3..0.7 and their average."""
-    lines = ["| features | 0.3 | 0.4 | 0.5 | 0.6 | 0.7 | avg 0.3–0.7 | train s/epoch | test infer s (cpu s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """The papers' layout: one row per stream setting, mAP per tIoU and the average over 0.3..0.7."""
+    tiou = figures["tiou"]
+    lines = ["| features | " + " | ".join(f"{t:g}" for t in tiou) + " | avg 0.3–0.7 | train s/epoch | test infer s (cpu s) |",
+             "|---|" + "---|" * (len(tiou) + 3)]
     for name, r in figures["rows"].items():
         per = "–" if r["train_s_per_epoch"] is None else f"{r['train_s_per_epoch']:.1f}"
         lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in r["mAP"]) + f" | **{r['avg']:.2f}** | {per} | "
