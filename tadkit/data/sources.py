@@ -237,9 +237,6 @@ class FeatureSource:
         return bool(self.store.provenance.extras.get("spatial_grid")) or \
             "spatial_grid" in self.store.meta(video_id)["shapes"]
 
-    def path_of(self, video_id: str) -> Path:
-        return self.store.path_of(video_id)
-
     def read(self, video_id: str, rows: slice | None = None, *, grid: bool = False,
              levels: bool = False) -> VideoFeatures:
         """Selected (and normalised) features of ``video_id``; ``rows`` of the first store's snippets.

@@ -35,11 +35,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from tadkit.detect.runs import CLASSIFIER_FILE, RUN_FILE, write_json
 from tadkit.errors import InputError, ProvenanceError
 from tadkit.files import read_json
-
-RUN_FILE = "run.json"
-CLASSIFIER_FILE = "classifier.npz"
 
 
 @dataclass
@@ -79,11 +77,9 @@ def save_classifier_run(out: str | os.PathLike, clf: VideoClassifier, store: Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clf.save(out / CLASSIFIER_FILE)
-    meta = {"kind": "classifier", "run_id": uuid.uuid4().hex, "classes": list(clf.classes),
-            "provenance": store.provenance.to_dict(), "features": str(Path(store.root).resolve()), **info}
-    tmp = out / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out / RUN_FILE)
+    write_json(out / RUN_FILE, {"kind": "classifier", "run_id": uuid.uuid4().hex, "classes": list(clf.classes),
+                                "provenance": store.provenance.to_dict(),
+                                "features": str(Path(store.root).resolve()), **info}, indent=1)
     return out
 
 
