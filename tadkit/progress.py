@@ -1,10 +1,15 @@
-"""Progress of long work: a bar on a terminal; elsewhere silence, or plain timed lines.
+"""Progress of long work: a bar on a terminal, plain timed lines in logs and pipes.
 
-:func:`progress_bar` / :func:`track` show a bar on stderr when it is a terminal (or when
-forced with ``enabled=True``) and nothing in logs, pipes and CI. :class:`Progress` adds
-the log-friendly mode: off a terminal it prints one plain line every
-``$TADKIT_PROGRESS_INTERVAL`` seconds (30 by default); :class:`VideoProgress` counts videos
-but advances within a video, snippet by snippet (``tadkit extract``).
+:func:`progress_bar` shows a tqdm bar on stderr when it is a terminal (or when forced with
+``enabled=True``). :class:`Progress` adds the log-friendly mode: when stderr is a log file or a
+pipe it prints one plain line every ``$TADKIT_PROGRESS_INTERVAL`` seconds (30 by default; 0
+prints at every step, ``off`` prints nothing), so a long run is never silent in a log::
+
+    epoch 3: 27/47 batches (57%), 31 s, 0.87 batches/s, 23 s left
+
+:func:`track` iterates with a :class:`Progress` (training epochs, inference batches);
+:class:`VideoProgress` counts videos but advances within a video, snippet by snippet
+(``tadkit extract``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ import time
 from typing import Any, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+
+#: Seconds between plain progress lines when stderr is not a terminal (``TADKIT_PROGRESS_INTERVAL``).
+DEFAULT_INTERVAL = 30.0
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool | None = None, leave: bool = True) -> Any:
@@ -30,21 +38,23 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool | None = None, 
 
 
 def track(items: Iterable[T], total: int, desc: str, unit: str, enabled: bool | None = None,
-          leave: bool = True) -> Iterator[T]:
-    """Iterate ``items``, advancing a :func:`progress_bar` (if shown) by one per item."""
-    bar = progress_bar(total, desc, unit, enabled, leave)
+          leave: bool = True, interval: float | None = None) -> Iterator[T]:
+    """Iterate ``items`` with a :class:`Progress` advanced by one per item (rate and time left shown).
+
+    ``enabled``: ``None`` picks by stderr (bar on a terminal, plain lines otherwise),
+    ``True`` forces the bar, ``False`` keeps quiet.
+    """
+    progress = Progress(total, desc, unit, enabled, interval=interval, leave=leave)
+    units = _plural_unit(unit)
     try:
         for item in items:
             yield item
-            if bar is not None:
-                bar.update(1)
+            elapsed = progress.clock() - progress.start
+            rate = (progress.done + 1) / elapsed if elapsed > 0 else 0.0
+            left = f", {_duration((total - progress.done - 1) / rate)} left" if rate > 0 else ""
+            progress.update(1, f"{rate:.2f} {units}/s{left}")
     finally:
-        if bar is not None:
-            bar.close()
-
-
-#: Seconds between plain progress lines when stderr is not a terminal (``TADKIT_PROGRESS_INTERVAL``).
-DEFAULT_INTERVAL = 30.0
+        progress.close()
 
 
 class Progress:
@@ -52,7 +62,7 @@ class Progress:
 
     Shown as a tqdm bar when stderr is a terminal (or ``enabled=True``); otherwise (logs, pipes,
     CI) as one plain line every ``interval`` seconds (default ``$TADKIT_PROGRESS_INTERVAL``, else
-    :data:`DEFAULT_INTERVAL`)::
+    :data:`DEFAULT_INTERVAL`; 0: at every update; negative or ``off``: never)::
 
         extract: 3.4/10 videos (34%), 5 min 12 s, video_test_0000004 1200/4500 snippets, 12.3 snippets/s
 
@@ -60,16 +70,15 @@ class Progress:
     """
 
     def __init__(self, total: float, desc: str, unit: str, enabled: bool | None = None,
-                 interval: float | None = None, stream: Any = None, clock: Any = None):
+                 interval: float | None = None, stream: Any = None, clock: Any = None, leave: bool = True):
         self.total, self.desc, self.unit = total, desc, unit
         self.stream = sys.stderr if stream is None else stream
         self.clock = time.monotonic if clock is None else clock
         self.done, self.status = 0.0, ""
-        self.interval = float(os.environ.get("TADKIT_PROGRESS_INTERVAL") or DEFAULT_INTERVAL) \
-            if interval is None else float(interval)
+        self.interval = _interval() if interval is None else float(interval)
         tty = enabled is True or (enabled is None and self.stream.isatty())
-        self.bar = progress_bar(total, desc, unit, True) if tty else None
-        self.lines = enabled is None and not tty and total > 0
+        self.bar = progress_bar(total, desc, unit, True, leave) if tty else None
+        self.lines = enabled is None and not tty and total > 0 and self.interval >= 0
         self.start = self.last = self.clock()
 
     def update(self, amount: float, status: str | None = None) -> None:
@@ -90,7 +99,8 @@ class Progress:
         """The plain progress line."""
         pct = 100.0 * self.done / self.total if self.total else 100.0
         count = f"{self.done:.1f}" if self.done % 1 else f"{int(self.done)}"
-        text = f"{self.desc}: {count}/{self.total:g} {self.unit}s ({pct:.0f}%), {_duration(self.clock() - self.start)}"
+        text = (f"{self.desc}: {count}/{self.total:g} {_plural_unit(self.unit)} ({pct:.0f}%), "
+                f"{_duration(self.clock() - self.start)}")
         return f"{text}, {self.status}" if self.status else text
 
     def close(self) -> None:
@@ -149,6 +159,23 @@ class VideoProgress:
         size = self.sizes.get(video)
         here = f"{video} {self.done.get(video, 0)}/{size} snippets, " if size else ""
         return f"{here}{rate:.1f} snippets/s, {self.failed} failed"
+
+
+def _plural_unit(unit: str) -> str:
+    return unit + ("es" if unit.endswith(("ch", "s", "x")) else "s")
+
+
+def _interval() -> float:
+    """``$TADKIT_PROGRESS_INTERVAL`` in seconds (``off`` or a negative number: -1, no lines)."""
+    raw = os.environ.get("TADKIT_PROGRESS_INTERVAL", "").strip()
+    if not raw:
+        return DEFAULT_INTERVAL
+    if raw.lower() == "off":
+        return -1.0
+    try:
+        return float(raw)
+    except ValueError:
+        return DEFAULT_INTERVAL
 
 
 def _duration(seconds: float) -> str:

@@ -56,6 +56,8 @@ def test_documented_command_parses(doc, line):
     if words[0] == "torchrun":
         words = words[words.index("tadkit"):]
     words = words[1:]
+    if words and words[0] == "--":  # torchrun ... -m tadkit -- detect ... (keeps torchrun off tadkit's options)
+        words.pop(0)
     cmd: click.Command = cli
     path = []
     while words and words[0] == "--debug":  # the group's own flag (accepted anywhere on the line)

@@ -45,10 +45,17 @@ def data() -> None:
               help="Sample fps of every video [default: each video's own fps, else 30].")
 @click.option("--signal", type=float, default=0.8, show_default=True,
               help="Class-signal amplitude (noise std is 1).")
+@click.option("--streams", default=None,
+              help="Comma-separated streams with partly complementary evidence, e.g. rgb,flow "
+                   "(--feature-dim channels each) [default: one 'synthetic' stream].")
+@click.option("--levels", default=None,
+              help="Comma-separated backbone-like levels as steps per snippet, e.g. 2,1,0.5 "
+                   "(stored as levels/<stream>/x<d>).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated features.")
 @threads_option
 def synth_features_cmd(annotations_path: str, out: str, fmt: str, subset: str | None, feature_dim: int,
-                       clip_len: int, stride: int, fps: float | None, signal: float, seed: int) -> None:
+                       clip_len: int, stride: int, fps: float | None, signal: float,
+                       streams: str | None, levels: str | None, seed: int) -> None:
     """Write synthetic snippet features following an annotation timeline."""
     from tadkit.data.annotations import load_annotations
     from tadkit.data.synthetic import SynthFeatureConfig, synth_features
@@ -61,8 +68,13 @@ def synth_features_cmd(annotations_path: str, out: str, fmt: str, subset: str | 
     if subset:
         ann = ann.subset(subset)
     try:
-        cfg = SynthFeatureConfig(feature_dim=feature_dim, clip_len=clip_len, stride=stride, fps=fps,
-                                 signal=signal, seed=seed)
+        kwargs: dict = dict(feature_dim=feature_dim, clip_len=clip_len, stride=stride, fps=fps,
+                            signal=signal, seed=seed)
+        if streams:
+            kwargs["streams"] = tuple(x.strip() for x in streams.split(",") if x.strip())
+        if levels:
+            kwargs["levels"] = tuple(float(x) for x in levels.split(",") if x.strip())
+        cfg = SynthFeatureConfig(**kwargs)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     report = synth_features(ann, out, cfg)

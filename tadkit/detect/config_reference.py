@@ -100,6 +100,10 @@ KEY_HELP: dict[str, str] = {
     "data.max_length": "full mode: training crops videos longer than this many snippets (null: never).",
     "data.train_overlap": "Overlap of consecutive training windows [fraction of length].",
     "data.infer_overlap": "Overlap of consecutive inference windows [fraction of length].",
+    "data.train_stride": "Start a training window every this many snippets (overrides train_overlap; "
+                         "null: use the overlap).",
+    "data.infer_stride": "Start an inference window every this many snippets (overrides infer_overlap; "
+                         "null: use the overlap).",
     "data.min_ioi": "A ground truth is kept in a window or crop when at least this fraction of it lies "
                     "inside.",
     "data.drop_empty": "Skip training windows without ground truth.",
@@ -107,12 +111,22 @@ KEY_HELP: dict[str, str] = {
     "data.test_subset": "Annotation subset to detect by default; never used in training.",
     "data.holdout_fraction": "Fraction of the training videos held out to pick best.pt (0: none).",
     "data.num_workers": "DataLoader worker processes (0: load in the main process).",
+    "data.streams": "Stored streams to read, e.g. [rgb] or [flow] (empty or [both]: all, in stored order).",
+    "data.channels": "[start, end) channel ranges kept after stream selection, e.g. [[0, 512]] for the static "
+                     "half of MFE features (empty: all).",
+    "data.levels": "Stored backbone levels a head reads (e.g. [rgb/Mixed_4f, rgb/Mixed_5c]; empty: none).",
+    "data.normalize": "Standardise every channel with mean / std of the training features (stored in the "
+                      "run, applied at inference).",
+    "data.infer_batch_size": "Samples per inference forward pass (detect infer --batch-size overrides it).",
+    "data.proposals_topk": "Chained runs (--from-run): best proposals per video taken from the source run.",
     # -- optim
     "optim.name": "Optimiser: sgd, adam or adamw.",
     "optim.lr": "Base learning rate.",
     "optim.momentum": "SGD momentum.",
     "optim.weight_decay": "Weight decay.",
     "optim.betas": "Adam / AdamW betas.",
+    "optim.no_decay": "Parameter kinds trained without weight decay: any of norm, bias, embedding.",
+    "optim.lr_mult": "Learning-rate multiplier per module-name prefix of the head, e.g. {tfpn: 0.1}.",
     # -- schedule
     "schedule.name": "Learning-rate schedule per epoch: constant, step or cosine.",
     "schedule.milestones": "step: epochs after which the rate is multiplied by gamma.",
@@ -130,6 +144,11 @@ KEY_HELP: dict[str, str] = {
     "train.checkpoint_every": "Write checkpoints/epoch_NNNN.pt every this many epochs (last.pt always).",
     "train.log_every": "Log the losses every this many steps.",
     "train.device": "auto (CUDA when available), cpu, cuda or cuda:N; detect train --device sets it.",
+    "train.accumulate": "Batches per optimiser step (gradient accumulation; effective batch = batch_size x "
+                        "accumulate).",
+    "train.validate_every": "Score the held-out videos every this many epochs (needs data.holdout_fraction > 0).",
+    "train.select_by": "best.pt by held-out loss (loss) or by held-out average mAP / AR@AN AUC (metric).",
+    "train.val_tiou": "tIoU thresholds of the held-out mAP when select_by is metric.",
     # -- postprocess
     "postprocess.method": "Suppression: hard NMS, linear or gaussian soft-NMS, or none.",
     "postprocess.iou_threshold": "tIoU above which hard / linear NMS suppresses or decays a candidate.",
@@ -143,6 +162,9 @@ KEY_HELP: dict[str, str] = {
     "postprocess.fusion_scores": "Video-level class scores (CUHK JSON, e.g. from detect classify) fused "
                                  "with class-agnostic candidates; null: no fusion.",
     "postprocess.fusion_topk": "Fusion: the best classes of a video each candidate is paired with.",
+    "postprocess.raw_topk": "Candidates per sample stored by detect infer --raw (looser than pre_nms_topk, so "
+                            "detect postprocess can loosen it).",
+    "postprocess.raw_min_score": "Lowest score stored by detect infer --raw (looser than min_score).",
 }
 
 
