@@ -188,8 +188,9 @@ class DataConfig:
     Inputs (:mod:`tadkit.data.sources`): ``streams`` keeps some of the
     stored streams (``[rgb]``, ``[flow]``; empty or ``[both]``: all),
     ``channels`` keeps ``[start, end)`` ranges of the kept channels,
-    ``levels`` names stored backbone levels for heads that read them,
-    ``normalize`` standardises every channel with statistics of the training
+    ``levels`` names stored backbone levels for heads that read them
+    (``optional_levels``: a store with no stored level at all runs without
+    them, for heads with a single-level fallback), ``normalize`` standardises every channel with statistics of the training
     videos (stored in the run). ``infer_batch_size``: samples per inference
     batch. ``proposals_topk``: proposals per video a chained run
     (``--from-run``) takes from its source.
@@ -211,6 +212,7 @@ class DataConfig:
     streams: list[str] = field(default_factory=list)
     channels: list[list[int]] = field(default_factory=list)
     levels: list[str] = field(default_factory=list)
+    optional_levels: bool = False
     normalize: bool = True
     infer_batch_size: int = 16
     proposals_topk: int = 100

@@ -43,10 +43,20 @@ def open_stores(paths: Sequence[str | os.PathLike] | str | os.PathLike,
 
 def make_source(cfg: DetectConfig, stores: Sequence[FeatureStore],
                 normalization: Normalization | None = None) -> FeatureSource:
-    """The :class:`FeatureSource` of ``cfg.data`` (streams, channels, levels) over ``stores``."""
+    """The :class:`FeatureSource` of ``cfg.data`` (streams, channels, levels) over ``stores``.
+
+    With ``data.optional_levels``, stores without any stored level give a source without levels.
+    """
     d = cfg.data
-    return FeatureSource(stores, streams=d.streams, channels=d.channels, levels=d.levels,
+    levels = d.levels if not d.optional_levels or any(_has_levels(s) for s in stores) else []
+    return FeatureSource(stores, streams=d.streams, channels=d.channels, levels=levels,
                          normalization=normalization)
+
+
+def _has_levels(store: FeatureStore) -> bool:
+    """Whether the store's (first) video holds any backbone level."""
+    ids = store.video_ids()
+    return bool(ids) and any(k.startswith("levels/") for k in store.meta(ids[0])["shapes"])
 
 
 def input_info(source: FeatureSource, video_id: str | None = None) -> InputInfo:

@@ -51,7 +51,7 @@ from torch import nn
 
 from tadkit.detect.config import SPTADConfig
 from tadkit.detect.geometry import segment_giou
-from tadkit.detect.heads import HEADS
+from tadkit.detect.heads import HEADS, InputInfo
 from tadkit.detect.heads.base import DetectionHead
 from tadkit.detect.layers.align import segment_align
 from tadkit.detect.layers.matching import match_sets
@@ -78,30 +78,27 @@ class Level(NamedTuple):
 
 
 @HEADS.register("sptad")
-def build_sptad(cfg: SPTADConfig, in_dim: int, num_classes: int,
-                level_dims: Sequence[int] | None = None, level_names: Sequence[str] | None = None) -> "SPTAD":
-    """Registry builder: ``SPTAD(cfg, in_dim, num_classes, level_dims, level_names)``."""
-    return SPTAD(cfg, in_dim, num_classes, level_dims, level_names)
+def build_sptad(cfg: SPTADConfig, in_dim: int, num_classes: int, inputs: InputInfo | None = None) -> "SPTAD":
+    """Registry builder: ``SPTAD(cfg, in_dim, num_classes, level_dims=inputs.level_dims)``."""
+    return SPTAD(cfg, in_dim, num_classes, inputs.level_dims if inputs is not None else None)
 
 
 class SPTAD(DetectionHead):
     """The SP-TAD detector (see the module docstring).
 
-    ``level_dims`` / ``level_names``: channels and names of the backbone levels
-    the head reads (``levels=`` of ``forward``, in that order, finest stage
-    first). Levels of one backbone stage in several streams (names
-    ``<stream>/<stage>``, e.g. ``rgb/Mixed_3c`` and ``flow/Mixed_3c``) are
-    concatenated along channels into one input level (sec. 3.1.1). ``None`` or
-    empty: the snippet features are the only input, and ``tfpn: inter`` falls
-    back to ``single`` (``notice`` says so, once, as a warning).
+    ``level_dims``: channels of the backbone levels the head reads (``levels=``
+    of ``forward``: the engine's ``data.levels``, finest first; a stage name
+    such as ``Mixed_4f`` is that stage of every stream, RGB ‖ Flow, as in
+    sec. 3.1.1). ``None`` or empty: the snippet features are the only input,
+    and ``tfpn: inter`` falls back to ``single`` (``notice`` says so, once, as
+    a warning).
 
     ``forward`` returns ``logits (H, B, N, C)`` and ``segments (H, B, N, 2)``
     (normalised ``[start, end]``) of the ``H`` heads, ``lengths (B,)`` (valid
     cells) and, with the clip-level head, ``act_logits (B, C)``.
     """
 
-    def __init__(self, cfg: SPTADConfig, in_dim: int, num_classes: int,
-                 level_dims: Sequence[int] | None = None, level_names: Sequence[str] | None = None):
+    def __init__(self, cfg: SPTADConfig, in_dim: int, num_classes: int, level_dims: Sequence[int] | None = None):
         super().__init__()
         if num_classes < 1:
             raise ValueError("SP-TAD needs at least one action class")
@@ -109,9 +106,6 @@ class SPTAD(DetectionHead):
         self.in_dim = in_dim
         self.num_classes = num_classes
         self.level_dims = [int(c) for c in level_dims or []]
-        if level_names is not None and len(level_names) != len(self.level_dims):
-            raise ValueError(f"{len(level_names)} level names for {len(self.level_dims)} level dims")
-        self.stages = stage_groups(level_names or [str(i) for i in range(len(self.level_dims))])
         self.tfpn_mode = cfg.tfpn
         self.notice: str | None = None
         if cfg.tfpn == "inter" and not self.level_dims:
@@ -119,7 +113,7 @@ class SPTAD(DetectionHead):
             self.notice = ("sptad: the features have no stored backbone levels; using the single-level TFPN "
                            "variant (paper Table 5) over the snippet features")
             warnings.warn(self.notice, stacklevel=2)
-        inputs = [sum(self.level_dims[i] for i in group) for group in self.stages] or [in_dim]
+        inputs = self.level_dims or [in_dim]
         self.tfpn = TFPN(self.tfpn_mode, inputs, cfg.dim, cfg.num_levels)
         self.proposal_segments = nn.Embedding(cfg.num_proposals, 2)       # (centre, width), normalised
         self.proposal_features = nn.Embedding(cfg.num_proposals, cfg.dim)  # N(0, 1)
@@ -159,8 +153,8 @@ class SPTAD(DetectionHead):
         return out
 
     def _inputs(self, features: torch.Tensor, mask: torch.Tensor, levels: Sequence[Any] | None) -> list[Level]:
-        """The input levels with filled positions: the backbone stages (streams concatenated, finest
-        first), or the snippets (positions ``0 .. T-1``)."""
+        """The input levels with filled positions: the backbone levels (finest first), or the snippets
+        (positions ``0 .. T-1``)."""
         t = features.shape[-1]
         if not self.level_dims:
             pos = torch.arange(t, dtype=torch.float32, device=features.device).expand(features.shape[0], -1)
@@ -168,21 +162,16 @@ class SPTAD(DetectionHead):
         if not levels or len(levels) != len(self.level_dims):
             raise ConfigError(f"SP-TAD was built for {len(self.level_dims)} backbone levels but got "
                               f"{len(levels or [])}; check the run's level settings (data.levels)")
+        out: list[Level] = []
         for lv, dim in zip(levels, self.level_dims):
-            if lv.features.dim() != 3 or lv.features.shape[1] != dim:
-                raise ValueError(f"SP-TAD expects a level (B, {dim}, T_l), got {tuple(lv.features.shape)}")
-        out = []
-        for group in self.stages:
-            first = levels[group[0]]
-            if any(levels[i].features.shape[-1] != first.features.shape[-1] for i in group):
-                raise ConfigError("levels of one backbone stage have different lengths in different streams: "
-                                  f"{[tuple(levels[i].features.shape) for i in group]}")
-            x, m = torch.cat([levels[i].features for i in group], 1), first.mask
+            x, m = lv.features, lv.mask
+            if x.dim() != 3 or x.shape[1] != dim:
+                raise ValueError(f"SP-TAD expects a level (B, {dim}, T_l), got {tuple(x.shape)}")
             if out and x.shape[-1] > out[-1].features.shape[-1]:
                 raise ConfigError("list the backbone levels finest first (data.levels): a level has "
                                   f"{x.shape[-1]} steps after one of {out[-1].features.shape[-1]}")
             step = t / max(1, x.shape[-1])
-            out.append(Level(x * m[:, None, :].to(x.dtype), m, fill_positions(first.positions.float(), m, step), step))
+            out.append(Level(x * m[:, None, :].to(x.dtype), m, fill_positions(lv.positions.float(), m, step), step))
         return out
 
     # ------------------------------------------------------------------ loss
@@ -245,6 +234,31 @@ class SPTAD(DetectionHead):
             out.append(Detections(segs[i][idx // self.num_classes].cpu().numpy(), top.cpu().numpy(),
                                   (idx % self.num_classes).cpu().numpy()))
         return out
+
+    def average_outputs(self, outputs: Sequence[dict[str, torch.Tensor]],
+                        weights: Sequence[float]) -> dict[str, torch.Tensor]:
+        """Ensembles pool the runs' proposal sets (proposal ``i`` of two independent runs has nothing in
+        common, so index-wise means would be meaningless).
+
+        Each run's last-head probabilities (× its clip-level probabilities) are
+        scaled by ``weight / max(weights)`` and its proposals appended: the
+        result decodes like one run with ``Σ N`` proposals, as ``--fuse union``
+        pools decoded candidates.
+        """
+        if not outputs or len(weights) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs but {len(weights)} weights")
+        top = max(float(w) for w in weights)
+        if not top > 0:
+            raise ValueError(f"ensemble weights must include a positive one, got {list(weights)}")
+        logits, segments = [], []
+        for out, w in zip(outputs, weights):
+            p = torch.sigmoid(out["logits"][-1].float())
+            if "act_logits" in out:
+                p = p * torch.sigmoid(out["act_logits"].float())[:, None, :]
+            logits.append(torch.logit((p * (float(w) / top)).clamp(1e-12, 1 - 1e-7)))
+            segments.append(out["segments"][-1].float())
+        return {"logits": torch.cat(logits, 1)[None], "segments": torch.cat(segments, 1)[None],
+                "lengths": outputs[0]["lengths"]}
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -504,17 +518,6 @@ def pool_level(level: Level) -> Level:
     return Level(level.features, m[:, 0::2], pooled, 2 * level.step)
 
 
-def stage_groups(names: Sequence[str]) -> list[list[int]]:
-    """Indices of ``names`` grouped by backbone stage (the part after ``<stream>/``), in order of first appearance.
-
-    ``["rgb/Mixed_3c", "flow/Mixed_3c", "rgb/Mixed_5c"]`` -> ``[[0, 1], [2]]``.
-    """
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        groups.setdefault(name.split("/", 1)[-1], []).append(i)
-    return list(groups.values())
-
-
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x (B, C, T)`` over the real steps of ``mask (B, T)`` -> ``(B, C)``."""
     w = mask.to(x.dtype)[:, None, :]
@@ -537,4 +540,4 @@ def _global_count(n: int, device: torch.device) -> torch.Tensor:
 
 __all__ = ["SPTAD", "build_sptad", "Level", "TFPN", "DetectionStage", "DynamicInteraction", "level_rule",
            "soi_features", "initial_segments", "apply_deltas", "to_start_end", "to_grid", "normalise_segments",
-           "fill_positions", "positions_to_index", "resample", "pool_level", "stage_groups", "masked_mean"]
+           "fill_positions", "positions_to_index", "resample", "pool_level", "masked_mean"]
