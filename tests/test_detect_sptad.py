@@ -427,6 +427,31 @@ def test_registry_builds_sptad_from_the_engines_input_info():
         SPTADConfig(eta=0)
 
 
+CONFIGS = Path(__file__).parents[1] / "configs" / "sptad"
+
+
+def test_configs_hold_the_papers_recipe_and_its_cpu_size():
+    paper = {name: load_config(DetectConfig, CONFIGS / f"{name}.yaml") for name in ("thumos14", "anet")}
+    cpu = {name: load_config(DetectConfig, CONFIGS / f"{name}_cpu.yaml") for name in ("thumos14", "anet")}
+    for name, cfg in {**paper, **{k + "_cpu": v for k, v in cpu.items()}}.items():
+        assert cfg.head == "sptad" and cfg.sptad.tfpn == "inter" and cfg.sptad.num_heads == 4 and cfg.sptad.cls_head
+        assert (cfg.sptad.eta, cfg.sptad.cls_weight, cfg.sptad.l1_weight, cfg.sptad.giou_weight) == (5.0, 2.0, 5.0, 2.0)
+        assert cfg.data.levels == ["Mixed_3c", "Mixed_4f", "Mixed_5c"] and cfg.data.optional_levels, name
+        assert (cfg.optim.name, cfg.optim.weight_decay, cfg.train.batch_size) == ("adamw", 1e-4, 16), name
+        assert cfg.optim.no_decay == ["norm", "embedding"] and cfg.postprocess.method == "gaussian"
+    for cfg in paper.values():  # sec. 4.1: lr 1e-4 for 12 epochs, then 1e-5 for 4
+        assert (cfg.sptad.dim, cfg.optim.lr, cfg.train.epochs, cfg.schedule.milestones) == (256, 1e-4, 16, [12])
+    thumos, anet = paper["thumos14"], paper["anet"]
+    assert (thumos.data.mode, thumos.data.length, thumos.data.train_stride, thumos.data.infer_stride) == \
+        ("window", 256, 30, 128)
+    assert (thumos.sptad.num_proposals, anet.sptad.num_proposals, anet.data.mode) == (50, 100, "resize")
+    for name, cfg in cpu.items():  # the same recipe, narrower and shorter
+        assert cfg.data == paper[name].data and cfg.sptad.num_proposals == paper[name].sptad.num_proposals
+        assert cfg.sptad.dim < paper[name].sptad.dim and cfg.train.epochs < paper[name].train.epochs
+    head = build_head("sptad", thumos.sptad, 64, 20, inputs=InputInfo(tuple(thumos.data.levels), (960, 1664, 2048)))
+    assert head.tfpn.num_outputs == 4 and head.describe()["proposals"] == 50
+
+
 CLI_CONFIG = """\
 head: sptad
 sptad: {dim: 16, num_levels: 4, num_proposals: 10, num_heads: 2, attn_heads: 2, soi_bins: 4, dynamic_dim: 4,
@@ -475,6 +500,17 @@ def test_cli_train_infer_evaluate_on_levels_and_the_fallback_without_them(tmp_pa
     result = json.loads(report.read_text())
     assert result["num_videos"] == 2
     assert result["average_mAP"] > 0.3, result["mAP"]  # 12 epochs reach ~0.54; an untrained head ~0
+
+    # ActivityNet's recipe: videos resized (levels resized with them), 100 proposals
+    anet = tmp_path / "anet"
+    res = runner.invoke(cli, ["detect", "train", "--config", str(CONFIGS / "anet_cpu.yaml"), "--annotations", str(ann),
+                              "--features", str(levels), "--out", str(anet), "--set", "data.levels=[x2,x1,x0.5]",
+                              "--set", "data.length=48", "--set", "train.epochs=1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["detect", "infer", "--run", str(anet), "--features", str(levels), "--subset",
+                              "validation", "--out", str(tmp_path / "anet.json")])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((tmp_path / "anet.json").read_text())["results"]["vid06"]) > 0
 
     # a store without levels: the single-level variant, with one line saying so
     res = runner.invoke(cli, train + ["--features", str(snippets_only), "--out", str(tmp_path / "fallback"),
