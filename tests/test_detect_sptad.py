@@ -23,6 +23,7 @@ from tadkit.detect.heads.sptad import (SPTAD, TFPN, Level, apply_deltas, fill_po
 from tadkit.detect.layers.matching import hungarian_match, match_sets, matching_cost
 from tadkit.errors import ConfigError
 from tadkit.timeline import TimeAxis, grid_to_segments
+from test_detect_talmts import CLASSES, _batch, _write_store  # the same tiny batch and store
 
 pytestmark = [pytest.mark.usefixtures("torch_one_thread"),
               pytest.mark.filterwarnings("ignore:sptad. the features have no stored backbone levels")]
@@ -273,24 +274,11 @@ def test_matching_trades_class_against_location():
 
 
 # --------------------------------------------------------------------------- loss and decode
-def _batch(t: int = 32, dim: int = 12, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    x = 0.3 * torch.randn(2, dim, t, generator=g)
-    mask = torch.ones(2, t, dtype=torch.bool)
-    mask[1, 21:] = False
-    targets = [{"segments": torch.tensor([[3.0, 9.0], [14.0, 25.0]]), "labels": torch.tensor([0, 2])},
-               {"segments": torch.tensor([[2.0, 4.5], [10.0, 18.0]]), "labels": torch.tensor([1, 0])}]
-    for i, tg in enumerate(targets):
-        for (s, e), lab in zip(tg["segments"].tolist(), tg["labels"].tolist()):
-            x[i, lab * 4:(lab + 1) * 4, int(s):int(e) + 1] += 1.5
-    return x, mask, targets
-
-
 @pytest.mark.parametrize("num_heads", [1, 2, 4, 6])
 def test_auxiliary_losses_on_every_head(num_heads):
     torch.manual_seed(0)
     head = SPTAD(SPTADConfig(**{**TINY, "num_heads": num_heads}), 12, 3)
-    x, mask, targets = _batch()
+    x, mask, targets, _ = _batch()
     out = head(x, mask)
     assert out["logits"].shape[0] == num_heads and out["segments"].shape[0] == num_heads
     terms = head.loss(out, mask, targets)
@@ -308,7 +296,7 @@ def test_auxiliary_losses_on_every_head(num_heads):
 
 def test_each_head_is_matched_and_weighted_separately():
     head = SPTAD(SPTADConfig(**{**TINY, "num_heads": 2, "act_weight": 0.0}), 12, 3)
-    x, mask, targets = _batch()
+    x, mask, targets, _ = _batch()
     out = head(x, mask)
     terms = head.loss(out, mask, targets)
     cfg = head.cfg
@@ -327,7 +315,7 @@ def test_each_head_is_matched_and_weighted_separately():
 
 def test_clip_level_head_targets_and_switch():
     head = SPTAD(SPTADConfig(**TINY), 12, 3)
-    x, mask, targets = _batch()
+    x, mask, targets, _ = _batch()
     out = head(x, mask)
     present = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
     want = torch.nn.functional.binary_cross_entropy_with_logits(out["act_logits"], present)
@@ -339,7 +327,7 @@ def test_clip_level_head_targets_and_switch():
 
 def test_loss_without_ground_truth_is_finite_and_trains_background():
     head = SPTAD(SPTADConfig(**TINY), 12, 3)
-    x, mask, _ = _batch()
+    x, mask, _, _ = _batch()
     empty = [{"segments": torch.zeros(0, 2), "labels": torch.zeros(0, dtype=torch.long)}] * 2
     terms = head.loss(head(x, mask), mask, empty)
     assert torch.isfinite(terms["loss"]) and terms["num_gt"] == 1 and terms["loss_l1_h0"] == 0
@@ -350,7 +338,7 @@ def test_loss_without_ground_truth_is_finite_and_trains_background():
 def test_loss_decreases_and_decode_finds_the_actions():
     torch.manual_seed(0)
     head = SPTAD(SPTADConfig(**{**TINY, "tfpn": "high", "num_levels": 3}), 12, 3)
-    x, mask, targets = _batch()
+    x, mask, targets, _ = _batch()
     opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
     losses = []
     for _ in range(25):
@@ -397,7 +385,7 @@ def test_decode_maps_normalised_segments_to_grid_and_seconds_at_window_edges():
 
 def test_ensembles_pool_the_runs_proposals_with_weighted_scores():
     torch.manual_seed(0)
-    x, mask, _ = _batch()
+    x, mask, _, _ = _batch()
     runs = [SPTAD(SPTADConfig(**TINY), 12, 3).eval() for _ in range(2)]
     outs = [r(x, mask) for r in runs]
     pooled = runs[0].average_outputs(outs, [1.0, 3.0])
@@ -466,8 +454,6 @@ postprocess: {method: gaussian, sigma: 0.5, max_per_video: 30}
 
 
 def test_cli_train_infer_evaluate_on_levels_and_the_fallback_without_them(tmp_path, capsys):
-    from test_detect_talmts import CLASSES, _write_store
-
     ann, snippets_only = _write_store(tmp_path, n_train=6, with_grid=False)
     levels = tmp_path / "levels"  # the same timeline, with levels of 2, 1 and 1/2 steps per snippet
     synth_features(load_annotations(ann), levels, SynthFeatureConfig(feature_dim=8, clip_len=4, stride=2, fps=10.0,

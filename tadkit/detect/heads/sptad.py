@@ -52,7 +52,7 @@ from torch import nn
 from tadkit.detect.config import SPTADConfig
 from tadkit.detect.geometry import segment_giou
 from tadkit.detect.heads import HEADS, InputInfo
-from tadkit.detect.heads.base import DetectionHead
+from tadkit.detect.heads.base import DetectionHead, topk_detections
 from tadkit.detect.layers.align import segment_align
 from tadkit.detect.layers.matching import match_sets
 from tadkit.detect.layers.pyramid import TemporalPyramid
@@ -223,17 +223,8 @@ class SPTAD(DetectionHead):
         if "act_logits" in outputs:
             probs = probs * torch.sigmoid(outputs["act_logits"].float())[:, None, :]
         lengths = outputs["lengths"].float()
-        segs = to_grid(outputs["segments"][-1].float().clamp(0.0, 1.0), lengths)
-        out = []
-        for i in range(probs.shape[0]):
-            flat = probs[i].reshape(-1)
-            k = min(int(topk), flat.numel()) if topk and topk > 0 else flat.numel()
-            top, idx = flat.topk(k)
-            keep = top > min_score
-            top, idx = top[keep], idx[keep]
-            out.append(Detections(segs[i][idx // self.num_classes].cpu().numpy(), top.cpu().numpy(),
-                                  (idx % self.num_classes).cpu().numpy()))
-        return out
+        return topk_detections(to_grid(outputs["segments"][-1].float().clamp(0.0, 1.0), lengths), probs, topk,
+                               min_score)
 
     def average_outputs(self, outputs: Sequence[dict[str, torch.Tensor]],
                         weights: Sequence[float]) -> dict[str, torch.Tensor]:
