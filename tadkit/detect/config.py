@@ -190,8 +190,9 @@ class DataConfig:
     ``channels`` keeps ``[start, end)`` ranges of the kept channels,
     ``levels`` names stored backbone levels for heads that read them
     (``optional_levels``: a store with no stored level at all runs without
-    them, for heads with a single-level fallback), ``normalize`` standardises every channel with statistics of the training
-    videos (stored in the run). ``infer_batch_size``: samples per inference
+    them, for heads with a single-level fallback), ``normalize``
+    standardises every channel with statistics of the training videos
+    (stored in the run). ``infer_batch_size``: samples per inference
     batch. ``proposals_topk``: proposals per video a chained run
     (``--from-run``) takes from its source.
     """
