@@ -55,7 +55,8 @@ from tadkit.detect.heads.base import DetectionHead
 from tadkit.detect.layers.attention import TransformerEncoder, grid_patches, sinusoidal_embedding
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions
 from tadkit.detect.layers.pyramid import (ConvNormReLU, TemporalPyramid, frame_level_feature, level_centers,
-                                          level_mask, num_groups, refine_top_down)
+                                          level_mask, num_groups, refine_top_down, to_level_cells)
+from tadkit.detect.layers.targets import instance_classes
 from tadkit.detect.losses import giou_loss, sigmoid_focal_loss, smooth_l1
 from tadkit.detect.postprocess import Detections
 from tadkit.errors import ConfigError
@@ -135,7 +136,7 @@ class TALMTS(DetectionHead):
         lmasks = [level_mask(mask, n, s) for n, s in zip(lengths, strides)]
         if cfg.rfp:
             levels = [f * m[:, None, :].to(f.dtype) for f, m in zip(refine_top_down(levels), lmasks)]
-        frame = frame_level_feature(levels[0], t) * mask[:, None, :].to(levels[0].dtype)  # f_a^c
+        frame = frame_level_feature(levels[0], t, strides[0]) * mask[:, None, :].to(levels[0].dtype)  # f_a^c
         cls_in = levels
         if self.stt is not None:                                               # STT, eq. 1-2
             f_t = self.stt(features, mask, grid)
@@ -333,13 +334,16 @@ class BoundaryRefinement(nn.Module):
     location's own pyramid level of ``f_loc`` (localisation branch) or
     ``f_cls`` (classification branch); with the location's own feature the
     five ``boundary_dim``-channel parts are fused by a 1×1 conv. The
-    localisation branch predicts the offsets, the classification branch the
-    refined class logits and the quality ``ε``.
+    localisation branch predicts the offsets and (``quality_branch: loc``, as
+    AFSD) the quality ``ε``, the classification branch the refined class logits.
+    Regions reach ``bp_inner`` / ``bp_outer`` of the coarse length inside /
+    outside a boundary, at least ``bp_min`` cells of the pooled feature.
     """
 
     def __init__(self, dim: int, frame_dim: int, bdim: int, num_classes: int, cfg: TALMTSConfig):
         super().__init__()
-        self.bdim, self.inner, self.outer = bdim, cfg.bp_inner, cfg.bp_outer
+        self.bdim, self.inner, self.outer, self.min_extent = bdim, cfg.bp_inner, cfg.bp_outer, cfg.bp_min
+        self.quality_branch = 0 if cfg.quality_branch == "loc" else 1
         self.frame = nn.ModuleList(ConvNormReLU(frame_dim, 2 * bdim) for _ in range(2))
         self.level = nn.ModuleList(nn.Sequential(nn.Conv1d(dim, 2 * bdim, 1), nn.ReLU()) for _ in range(2))
         self.center = nn.ModuleList(nn.Sequential(nn.Conv1d(dim, bdim, 1), nn.ReLU()) for _ in range(2))
@@ -358,7 +362,7 @@ class BoundaryRefinement(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> ``offsets (B, N, 2)``, ``refined logits (B, N, C)``, ``quality logits (B, N)``."""
         m = mask[:, None, :].to(frame.dtype)
-        start, end = boundary_regions(coarse, self.inner, self.outer)          # input grid units
+        start, end = boundary_regions(coarse, self.inner, self.outer, self.min_extent)  # input grid units
         feats = []
         for branch, levels in enumerate((f_loc, f_cls)):
             fa = self.frame[branch](frame) * m
@@ -368,8 +372,8 @@ class BoundaryRefinement(nn.Module):
             lo = 0
             for f, s in zip(levels, strides):
                 n = f.shape[-1]
-                seg = (coarse[:, lo:lo + n] + 0.5) / s - 0.5                   # level cell units
-                ls, le = boundary_regions(seg, self.inner, self.outer)
+                seg = to_level_cells(coarse[:, lo:lo + n], s)                  # level cell units
+                ls, le = boundary_regions(seg, self.inner, self.outer, self.min_extent)
                 fl = self.level[branch](f)
                 lvl_start.append(boundary_max_pool(fl[:, :self.bdim], ls))
                 lvl_end.append(boundary_max_pool(fl[:, self.bdim:], le))
@@ -380,7 +384,7 @@ class BoundaryRefinement(nn.Module):
             feats.append(self.fuse[branch](feat))
         offsets = self.offset_pred(feats[0]).transpose(1, 2)
         logits = self.cls_pred(feats[1]).transpose(1, 2)
-        quality = self.quality_pred(feats[1])[:, 0]
+        quality = self.quality_pred(feats[self.quality_branch])[:, 0]
         return offsets, logits, quality
 
 
@@ -409,25 +413,6 @@ def assign_locations(points: torch.Tensor, gt_segments: torch.Tensor,
         mid = gt_segments[uncovered].mean(1)
         dist = (points[:, None] - mid[None, :]).abs().masked_fill(~valid[:, None], math.inf)
         out[dist.argmin(0)] = uncovered  # index_put keeps the last write for duplicates
-    return out
-
-
-def instance_classes(assigned: torch.Tensor, gt_segments: torch.Tensor, gt_labels: torch.Tensor,
-                     num_classes: int) -> torch.Tensor:
-    """Multi-hot class targets ``[N, C]`` of locations assigned (``assigned [N]``) to ground truth.
-
-    A location takes the label of its ground truth and of every other ground
-    truth with exactly the same segment (THUMOS14 annotates each CliffDiving
-    instance as Diving too), so a sigmoid classifier learns both classes.
-    """
-    n = assigned.shape[0]
-    out = torch.zeros(n, num_classes, dtype=gt_segments.dtype, device=gt_segments.device)
-    hit = assigned >= 0
-    if gt_segments.numel() == 0 or not hit.any():
-        return out
-    same = (gt_segments[assigned[hit]][:, None, :] == gt_segments[None, :, :]).all(-1)  # (n_hit, M)
-    onehot = F.one_hot(gt_labels.long(), num_classes).to(out.dtype)                      # (M, C)
-    out[hit] = (same.to(out.dtype) @ onehot).clamp(max=1.0)
     return out
 
 
@@ -463,5 +448,5 @@ def _tower(in_dim: int, dim: int, layers: int) -> nn.Sequential:
 
 
 __all__ = ["TALMTS", "build_talmts", "SpatialTemporalTransformer", "FrameSelfAttention", "SnippetTokens",
-           "BoundaryRefinement", "assign_locations", "instance_classes", "offset_targets", "refine_segments",
+           "BoundaryRefinement", "assign_locations", "offset_targets", "refine_segments",
            "fuse_scores", "inference"]

@@ -1,11 +1,13 @@
 """Temporal feature pyramids built by strided 1-D convolutions.
 
 Geometry (input grid units: cell ``g`` of the input sequence has centre ``g``):
-level ``l`` has stride ``s_l = first_stride · 2^l`` input cells; its cell ``j``
-covers input cells ``[j·s_l, (j+1)·s_l)`` and is centred at
-``(j + 0.5)·s_l - 0.5``. Every stride-2 convolution (kernel 3, padding 1)
-maps ``L`` cells to ``ceil(L / 2)``, so odd lengths are fine: see
-:func:`pyramid_lengths`.
+level ``l`` has stride ``s_l = first_stride · 2^l`` input cells. A stride-2
+convolution with kernel 3 and padding 1 reads cells ``2j - 1, 2j, 2j + 1`` of
+its input for its output cell ``j``, so its receptive field is centred on
+input cell ``2j``; chained, cell ``j`` of level ``l`` is centred on input cell
+``j · s_l`` (:func:`level_centers`; :func:`to_level_cells` is the inverse).
+Every such convolution maps ``L`` cells to ``ceil(L / 2)``, so odd lengths are
+fine: see :func:`pyramid_lengths`.
 
 * :class:`TemporalPyramid` — ``(B, C_in, T)`` -> ``num_levels`` maps
   ``(B, C, T_l)``: a stem of ``log2(first_stride)`` stride-2 convs, then one
@@ -14,7 +16,7 @@ maps ``L`` cells to ``ceil(L / 2)``, so odd lengths are fine: see
 * :func:`refine_top_down` — the parameter-free top-down pass of TAL-MTS' RFP:
   from the coarsest level down, nearest-neighbour upsample and add.
 * :func:`frame_level_feature` — linear interpolation of a level back to the
-  input length (TAL-MTS' ``f_a^c``).
+  input length at the level's cell centres (TAL-MTS' ``f_a^c``).
 """
 from __future__ import annotations
 
@@ -56,15 +58,14 @@ class TemporalPyramid(nn.Module):
         return [self.first_stride * 2 ** i for i in range(self.num_levels)]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
-        valid_len = None if mask is None else mask.sum(1)
         stride = 1
         for layer in self.stem:
             stride *= layer.stride
-            x = _apply_mask(layer(x), valid_len, stride)
+            x = _apply_mask(layer(x), mask, stride)
         levels = [x]
         for layer in self.down:
             stride *= 2
-            x = _apply_mask(layer(x), valid_len, stride)
+            x = _apply_mask(layer(x), mask, stride)
             levels.append(x)
         return levels
 
@@ -95,11 +96,19 @@ def refine_top_down(levels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def frame_level_feature(level: torch.Tensor, length: int) -> torch.Tensor:
-    """``(B, C, T_l)`` -> ``(B, C, length)`` by linear interpolation (cell centres aligned)."""
-    if level.shape[-1] == length:
-        return level
-    return F.interpolate(level, size=length, mode="linear", align_corners=False)
+def frame_level_feature(level: torch.Tensor, length: int, stride: int) -> torch.Tensor:
+    """``(B, C, T_l)`` -> ``(B, C, length)``: a level of ``stride`` read at every input cell.
+
+    Input cell ``g`` lies at ``g / stride`` level cells (:func:`to_level_cells`);
+    the value there is the linear interpolation of the two nearest level cells,
+    and the end cells' values beyond the first / last centre.
+    """
+    n = level.shape[-1]
+    pos = to_level_cells(torch.arange(length, dtype=torch.float32, device=level.device), stride).clamp(0, n - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    w = (pos - lo).to(level.dtype)
+    return level[..., lo] * (1 - w) + level[..., hi] * w
 
 
 def pyramid_lengths(length: int, first_stride: int, num_levels: int) -> list[int]:
@@ -115,20 +124,29 @@ def pyramid_lengths(length: int, first_stride: int, num_levels: int) -> list[int
 
 
 def level_centers(length: int, stride: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """``[length]`` centres, in input grid units, of the cells of a level with ``stride``."""
-    return (torch.arange(length, dtype=torch.float32, device=device) + 0.5) * stride - 0.5
+    """``[length]`` centres, in input grid units, of the cells of a level with ``stride``: ``j · stride``.
+
+    The centre of cell ``j``'s receptive field through the stride-2, kernel-3,
+    padding-1 convolutions that build the level (see the module docstring);
+    anchors, locations and pooling regions of every pyramid head use it.
+    """
+    return torch.arange(length, dtype=torch.float32, device=device) * stride
+
+
+def to_level_cells(positions: torch.Tensor, stride: int) -> torch.Tensor:
+    """Input grid positions -> cell units of a level with ``stride`` (the inverse of :func:`level_centers`)."""
+    return positions / stride
 
 
 def level_mask(mask: torch.Tensor | None, length: int, stride: int, batch: int = 1,
                device: torch.device | str | None = None) -> torch.Tensor:
-    """``(B, length)`` True where a level cell covers at least one real input cell.
+    """``(B, length)`` True where a level cell's centre ``j · stride`` is a real input cell.
 
     Without an input ``mask`` every cell of the ``batch`` samples is real.
     """
     if mask is None:
         return torch.ones(batch, length, dtype=torch.bool, device=device)
-    start = torch.arange(length, device=mask.device) * stride
-    return start[None, :] < mask.sum(1, keepdim=True)
+    return level_centers(length, stride, mask.device)[None, :] < mask.sum(1, keepdim=True)
 
 
 def num_groups(channels: int, max_groups: int = 32) -> int:
@@ -139,8 +157,8 @@ def num_groups(channels: int, max_groups: int = 32) -> int:
     return 1
 
 
-def _apply_mask(x: torch.Tensor, valid_len: torch.Tensor | None, stride: int) -> torch.Tensor:
-    if valid_len is None:
+def _apply_mask(x: torch.Tensor, mask: torch.Tensor | None, stride: int) -> torch.Tensor:
+    """Zero the cells of a level ``x (B, C, L)`` whose centre is padding."""
+    if mask is None:
         return x
-    start = torch.arange(x.shape[-1], device=x.device) * stride
-    return x * (start[None, :] < valid_len[:, None]).to(x.dtype)[:, None, :]
+    return x * level_mask(mask, x.shape[-1], stride).to(x.dtype)[:, None, :]
