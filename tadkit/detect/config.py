@@ -133,7 +133,8 @@ class DataConfig:
     ``mode``: ``full`` (whole sequence, padded per batch; training crops
     videos longer than ``max_length``), ``resize`` (linearly resized to
     ``length`` cells) or ``window`` (sliding windows of ``length`` cells, with
-    ``train_overlap`` / ``infer_overlap``). Training windows keep ground truth
+    ``train_overlap`` / ``infer_overlap``, or a window start every
+    ``train_stride`` / ``infer_stride`` snippets when set). Training windows keep ground truth
     with at least ``min_ioi`` of it inside and skip empty windows when
     ``drop_empty``. ``holdout_fraction`` of the training videos are held out
     for model selection; the evaluation subset is never looked at in training.
@@ -144,6 +145,8 @@ class DataConfig:
     max_length: Optional[int] = None
     train_overlap: float = 0.25
     infer_overlap: float = 0.5
+    train_stride: Optional[int] = None
+    infer_stride: Optional[int] = None
     min_ioi: float = 0.75
     drop_empty: bool = True
     train_subset: str = "training"

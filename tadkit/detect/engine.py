@@ -564,8 +564,13 @@ def _dataset(cfg: DetectConfig, store: Any, annotations: Any, training: bool, gr
 
     d = cfg.data
     if d.mode == "window":
-        kwargs = dict(window=d.length, overlap=d.train_overlap if training else d.infer_overlap,
-                      min_ioi=d.min_ioi, drop_empty=d.drop_empty and training)
+        overlap, stride = (d.train_overlap, d.train_stride) if training else (d.infer_overlap, d.infer_stride)
+        if stride is not None:  # a window start every `stride` snippets
+            if not 1 <= stride <= d.length:
+                raise ConfigError(f"data.{'train' if training else 'infer'}_stride must lie in [1, data.length="
+                                  f"{d.length}] snippets, got {stride}")
+            overlap = 1.0 - stride / d.length
+        kwargs = dict(window=d.length, overlap=overlap, min_ioi=d.min_ioi, drop_empty=d.drop_empty and training)
     elif d.mode == "resize":
         kwargs = dict(length=d.length)
     else:
