@@ -16,9 +16,9 @@ An anchor-free, coarse-to-fine detector over offline snippet features::
                coarse class logits φ^c = Conv4(f_cls)
       FSA  patch self-attention over each snippet's grid     f_a^r (B, fsa_dim, T)
            f_a = [f_a^c, f_a^r]
-      eq. 6    boundary max pooling around each coarse boundary on f_a and on
-               the location's own level of f_loc / f_cls -> refined offsets
-               Δ^r, refined class logits φ^r, quality ε
+      eq. 6    boundary max pooling (AFSD) around each coarse boundary on f_a and
+               on the location's own level of f_loc / f_cls -> refined offsets
+               Δ^r and quality ε (localisation branch), refined class logits φ^r
 
 Without a spatial grid (``grid_size: 0``, the default, or no grid passed) a
 snippet is one token — its feature vector — for both STT and FSA: the
@@ -26,8 +26,10 @@ spatial transformer and FSA then attend over a single token, i.e. they act
 as per-snippet residual MLPs, and STT's long-range modelling comes from its
 temporal transformer alone.
 
-Locations (input grid units): level ``l`` cell ``j`` is centred at
-``(j + 0.5)·s_l - 0.5``; its coarse segment is ``[p - d^s, p + d^e]``.
+Locations (input grid units): level ``l`` cell ``j`` is centred at ``p =
+j·s_l``, the centre of its receptive field
+(:func:`~tadkit.detect.layers.pyramid.level_centers`); its coarse segment is
+``[p - d^s, p + d^e]``.
 Training (eq. 7-12): a location is positive when its centre lies inside a
 ground truth (the shortest one when several; a ground truth containing no
 centre claims the nearest valid location), with the classes of every ground
