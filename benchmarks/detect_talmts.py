@@ -39,8 +39,8 @@ from detect_mltpn import (HOUSEKEEPING, add_common_arguments, baseline_figures, 
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: TAL-MTS sized for a 2-core CPU: the paper's 6 levels and 256-snippet clips, narrower maps
-#: (0.25 M parameters instead of the paper-width 17 M). Nothing else is overridden.
+#: TAL-MTS sized for a 2-core CPU: the paper's 6 levels and 256-snippet clips, narrower maps (0.33 M
+#: parameters over 256-dim features instead of 17.3 M at the paper's widths). Nothing else is overridden.
 CPU_WIDTH = [
     "talmts.dim=64", "talmts.stt_dim=32", "talmts.fsa_dim=32", "talmts.num_heads=4", "talmts.boundary_dim=16",
     "talmts.stt_temporal_layers=1",
