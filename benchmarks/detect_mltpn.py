@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
 # --------------------------------------------------------------------------- shared with detect_talmts.py
 def add_common_arguments(ap: argparse.ArgumentParser, default_config: Path) -> None:
     """Options every detection benchmark takes (data, features, config, epochs, threads, output)."""
-    ap.add_argument("--annotations", default=str(REPO.parent / "shared" / "data" / "thumos14.json"))
+    ap.add_argument("--annotations", required=True,
+                    help="THUMOS14 annotations (ActionFormer's thumos14.json) whose timeline the features follow")
     ap.add_argument("--work", default="/tmp/tadkit-bench-detect")
     ap.add_argument("--config", type=Path, default=default_config, help="detection config to train")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: the config's)")
