@@ -58,7 +58,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tadkit.data.annotations import Annotations
-from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
+from tadkit.data.features import FeatureStore, FeatureWarning, Provenance, VideoFeatures
 from tadkit.errors import InputError
 from tadkit.timeline import TimeAxis, grid_to_segments, resize_features, segments_to_grid
 
@@ -207,13 +207,16 @@ class DatasetReport:
 
     ``missing_features``: annotated videos (of the selected subsets) with no
     features; ``unannotated``: videos in the store that the annotations do
-    not list at all; ``hint``: a likely cause (e.g. a ``v_`` prefix mismatch).
+    not list at all; ``unreadable``: videos skipped because their file fails
+    its check (video -> reason); ``hint``: a likely cause (e.g. a ``v_``
+    prefix mismatch).
     """
 
     videos: list[str] = field(default_factory=list)
     missing_features: list[str] = field(default_factory=list)
     unannotated: list[str] = field(default_factory=list)
     hint: str = ""
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def messages(self, examples: int = 3) -> list[str]:
         out = []
@@ -437,9 +440,15 @@ class WindowDataset(FeatureDataset):
         self.hop = max(1, int(round(window * (1.0 - overlap))))
         self.windows: list[tuple[str, int, int]] = []  # video, offset, length
         self._axes: dict[str, TimeAxis] = {}
-        for vid in self.report.videos:
-            t = int(self.store.meta(vid)["shapes"]["features"][0])
-            head = self._read(vid, rows=slice(0, 2))
+        for vid in list(self.report.videos):
+            try:
+                t = int(self.store.meta(vid)["shapes"]["features"][0])
+                head = self._read(vid, rows=slice(0, 2))
+            except InputError as exc:  # skip it, as the other modes do when reading
+                self.report.unreadable[vid] = exc.problem
+                self.report.videos.remove(vid)
+                warnings.warn(f"skipping unreadable video {vid}: {exc}", FeatureWarning, stacklevel=2)
+                continue
             axis = TimeAxis(_axis_of(head).origin, _axis_of(head).step, t)
             self._axes[vid] = axis
             segs, _ = self._ground_truth(vid)
