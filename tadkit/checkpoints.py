@@ -33,7 +33,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
         if found or "global" in str(exc).lower():
             what = f" (it references {found.group(1)})" if found else ""
             raise InputError(p, "refused: loading it would run arbitrary pickle code; only plain tensors and "

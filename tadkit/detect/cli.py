@@ -39,15 +39,18 @@ def detect() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set optim.lr=1e-4 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--allow-provenance-mismatch", is_flag=True,
+              help="With --resume: use features made differently from the run's (weights, recipe, ...) anyway.")
 def train(config_path: str | None, features: str, annotations: str, out: str,
-          overrides: Sequence[str], resume: bool) -> None:
+          overrides: Sequence[str], resume: bool, allow_provenance_mismatch: bool) -> None:
     """Train the configured head; writes config, logs and checkpoints to --out."""
     from tadkit.detect.config import DetectConfig
     from tadkit.detect.engine import train as run_train
 
     cfg = load_config(DetectConfig, config_path, overrides)
     with _warnings_as_lines():
-        summary = run_train(cfg, features, annotations, out, resume=resume, echo=click.echo)
+        summary = run_train(cfg, features, annotations, out, resume=resume, echo=click.echo,
+                            allow_provenance_mismatch=allow_provenance_mismatch)
     if summary["rank"] == 0:
         click.echo(f"trained {summary['epochs']} epochs ({summary['seconds_per_epoch']:.2f} s/epoch); "
                    f"run in {summary['run']}")
@@ -67,8 +70,11 @@ def train(config_path: str | None, features: str, annotations: str, out: str,
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a post-processing key, e.g. --set sigma=0.7 (repeatable).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--allow-provenance-mismatch", is_flag=True,
+              help="Use features made differently from the training features (weights, recipe, ...) anyway.")
 def infer(run_dir: str, features: str, out: str, subset: str | None, annotations: str | None,
-          checkpoint: str, raw: str | None, overrides: Sequence[str], device: str) -> None:
+          checkpoint: str, raw: str | None, overrides: Sequence[str], device: str,
+          allow_provenance_mismatch: bool) -> None:
     """Detect actions with a trained run; writes the official detection JSON."""
     from tadkit.detect.engine import infer as run_infer
     from tadkit.detect.engine import load_run
@@ -77,7 +83,8 @@ def infer(run_dir: str, features: str, out: str, subset: str | None, annotations
     pp = _postprocess_config(cfg.postprocess, overrides)
     with _warnings_as_lines():
         run_infer(run_dir, features, out, subset=subset, annotations=annotations, checkpoint=checkpoint,
-                  raw=raw, postprocess=pp, device=device, echo=click.echo)
+                  raw=raw, postprocess=pp, device=device, echo=click.echo,
+                  allow_provenance_mismatch=allow_provenance_mismatch)
 
 
 @detect.command()

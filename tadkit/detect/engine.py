@@ -34,7 +34,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import random
 import shutil
 import time
@@ -47,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from tadkit.checkpoints import compare_weights, few, read_checkpoint
 from tadkit.config import save_config, to_dict
 from tadkit.detect.config import DetectConfig, PostprocessConfig
 from tadkit.detect.heads import DetectionHead, build_head
@@ -58,6 +58,7 @@ from tadkit.files import read_json
 from tadkit.progress import track
 
 CHECKPOINT_DIR = "checkpoints"
+PROVENANCE_HINT = "extract them with the training settings, or pass --allow-provenance-mismatch to use them anyway"
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.jsonl"
@@ -66,11 +67,13 @@ LOG_FILE = "log.jsonl"
 # --------------------------------------------------------------------------- public API
 def train(cfg: DetectConfig, features: str | os.PathLike, annotations: str | os.PathLike,
           out: str | os.PathLike, resume: bool = False,
-          echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+          echo: Callable[[str], None] | None = print, allow_provenance_mismatch: bool = False) -> dict[str, Any]:
     """Train ``cfg.head`` on the ``cfg.data.train_subset`` videos; returns a summary.
 
     ``resume`` continues from ``out/checkpoints/last.pt`` (the run's saved
-    config is used; ``cfg`` may only extend ``train.epochs``).
+    config is used; ``cfg`` may only extend ``train.epochs``). Features that
+    differ from the run's (see ``Provenance.mismatches``) are refused unless
+    ``allow_provenance_mismatch``.
     """
     from tadkit.data.annotations import load_annotations
     from tadkit.data.features import FeatureStore
@@ -88,7 +91,8 @@ def train(cfg: DetectConfig, features: str | os.PathLike, annotations: str | os.
             raise InputError(out, "the run directory already holds checkpoints; pass --resume to continue "
                              "it or choose another --out")
         seed_everything(cfg.train.seed + ctx.rank)
-        store = FeatureStore.open(features, expect=expect)
+        store = FeatureStore.open(features, expect=expect, allow_mismatch=allow_provenance_mismatch,
+                                  hint=PROVENANCE_HINT)
         ann = load_annotations(annotations)
         train_ann = ann.subset(cfg.data.train_subset)
         train_ids, holdout_ids = split_holdout(train_ann.video_ids(), cfg.data.holdout_fraction,
@@ -119,7 +123,7 @@ def infer(run: str | os.PathLike, features: str | os.PathLike, out: str | os.Pat
           subset: str | None = None, annotations: str | os.PathLike | None = None,
           checkpoint: str = "last", raw: str | os.PathLike | None = None,
           postprocess: PostprocessConfig | None = None, device: str = "auto",
-          echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+          echo: Callable[[str], None] | None = print, allow_provenance_mismatch: bool = False) -> dict[str, Any]:
     """Detect actions in every video of ``subset`` (all videos in the store if None).
 
     Writes the official JSON to ``out`` (and raw candidates to ``raw``);
@@ -132,7 +136,8 @@ def infer(run: str | os.PathLike, features: str | os.PathLike, out: str | os.Pat
     run = Path(run)
     cfg, meta = load_run(run)
     pp = postprocess or cfg.postprocess
-    store = FeatureStore.open(features, expect=Provenance.from_dict(meta["provenance"]))
+    store = FeatureStore.open(features, expect=Provenance.from_dict(meta["provenance"]),
+                              allow_mismatch=allow_provenance_mismatch, hint=PROVENANCE_HINT)
     ann = None
     ann_path = annotations if annotations is not None else meta.get("annotations")
     if subset is not None:
@@ -143,14 +148,15 @@ def infer(run: str | os.PathLike, features: str | os.PathLike, out: str | os.Pat
         ann = load_annotations(annotations)
     dev = _pick_device(device)
     head = build_head(cfg.head, getattr(cfg, cfg.head, None), int(meta["feature_dim"]), len(meta["classes"]))
-    state = _load_checkpoint(_checkpoint_path(run, checkpoint))
-    head.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+    ckpt = _checkpoint_path(run, checkpoint)
+    state = _load_checkpoint(ckpt)
+    _load_weights(head, state["ema"] if state.get("ema") is not None else state["model"], ckpt)
     head.to(dev).eval()
     dataset = _dataset(cfg, store, ann, training=False, grid=head.uses_grid)
     loader = DataLoader(_Guarded(dataset), batch_size=max(1, cfg.train.batch_size), shuffle=False,
                         num_workers=cfg.data.num_workers, collate_fn=_collate_fn(cfg, head))
     t0 = time.perf_counter()
-    parts, durations, failed = [], {}, {}
+    parts, durations, failed = [], {}, dict(getattr(dataset.report, "unreadable", {}))
     with torch.no_grad():
         for batch, bad in track(loader, len(loader), "infer", "batch", enabled=None if echo else False):
             failed.update(bad)
@@ -301,7 +307,7 @@ class Trainer:
         if not path.is_file():
             raise InputError(path, "no checkpoint to resume from")
         state = _load_checkpoint(path)
-        self.head.load_state_dict(state["model"])
+        _load_weights(self.head, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -335,6 +341,7 @@ class Trainer:
             seed_everything(cfg.train.seed * 1000003 + epoch * 1009 + ctx.rank)
             loader = self._loader(train_set, per_rank, collate, epoch)
             last = self._train_epoch(loader, epoch)
+            _check_finite_weights(self.head, epoch)
             self.epoch = epoch + 1
             record = {"event": "epoch", "epoch": self.epoch, "seconds": round(time.perf_counter() - t0, 3),
                       **{k: round(v, 6) for k, v in last.items()}}
@@ -644,10 +651,26 @@ def _checkpoint_path(run: Path, checkpoint: str) -> Path:
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     """A run checkpoint: tensors and plain Python values only (``weights_only``: loading never runs code)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise InputError(path, f"unreadable checkpoint ({' '.join(str(exc).split())[:300]})") from None
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
+        what = (f"a dict without 'model' weights (keys: {few([str(k) for k in state])})" if isinstance(state, dict)
+                else f"a {type(state).__name__}")
+        raise InputError(path, f"not a tadkit run checkpoint: it holds {what}")
+    return state
+
+
+def _load_weights(head: torch.nn.Module, weights: Mapping[str, Any], path: Path) -> None:
+    mismatch = compare_weights(head, weights)
+    if mismatch:
+        raise InputError(path, f"the weights do not fit this run's {type(head).__name__}: {mismatch.describe()}")
+    head.load_state_dict(weights)
+
+
+def _check_finite_weights(head: torch.nn.Module, epoch: int) -> None:
+    bad = [name for name, p in head.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise TadkitError(f"training diverged: {len(bad)} weight tensor(s) are NaN or infinite after epoch "
+                          f"{epoch + 1} (e.g. {bad[0]}); lower optim.lr or set train.grad_clip")
 
 
 def _rng_state() -> dict[str, Any]:
