@@ -49,6 +49,6 @@ def number_problem(exc: ValueError) -> str:
     """What a ``ValueError`` from parsing a number says, in one short clause."""
     m = re.search(r"limit \((\d+) digits\).*?has (\d+) digits", str(exc))
     if m:
-        return f"an integer with {m.group(2)} digits (more than the {m.group(1)} Python converts)"
+        return f"an integer with {m.group(2)} digits, more than the {m.group(1)} Python converts"
     return " ".join(str(exc).split())[:200]
 

@@ -190,6 +190,6 @@ def test_an_integer_of_thousands_of_digits_is_one_error(tmp_path):
 def test_json_with_an_integer_of_thousands_of_digits_is_one_error(tmp_path):
     path = tmp_path / "run.json"
     path.write_text('{"epochs": ' + "9" * 5000 + "}")
-    with pytest.raises(InputError, match=r"run.json: malformed JSON: an integer with 5000 digits \(more than the "
-                                         r"4300 Python converts\)"):
+    with pytest.raises(InputError, match=r"run.json: malformed JSON: an integer with 5000 digits, more than the "
+                                         r"4300 Python converts$"):
         read_json(path)

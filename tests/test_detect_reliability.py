@@ -157,6 +157,17 @@ def test_window_mode_skips_a_video_whose_file_fails_its_check(run, tmp_path, cap
     assert set(json.loads((tmp_path / "p.json").read_text())["results"]) == {"vid05"}
 
 
+def test_nan_features_are_a_warning_line_naming_the_video(run, tmp_path, capsys):
+    root, ann, feats, out = run
+    nan = tmp_path / "feats"
+    shutil.copytree(feats, nan)
+    with h5py.File(nan / "videos" / "vid05.h5", "r+") as f:
+        f["features"][3:5] = float("nan")
+    assert _infer_cli(out, nan, tmp_path / "p.json", "--subset", "validation") == 0
+    err = capsys.readouterr().err
+    assert "vid05.h5: video 'vid05' has NaN or infinite feature values in 2 snippet(s)" in err
+
+
 @pytest.mark.parametrize("override,message", [
     ("train.epochs=0", "key 'train.epochs' must be >= 1, got 0"),
     ("train.batch_size=-3", "key 'train.batch_size' must be >= 1, got -3"),

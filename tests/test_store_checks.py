@@ -107,6 +107,8 @@ DAMAGE = [
     ("no times", lambda p, r, t: _rewrite(p, lambda f: f.__delitem__("times")), "no 'times' dataset"),
     ("invalid fps", lambda p, r, t: _rewrite(p, lambda f: f.attrs.__setitem__("fps", -1.0)),
      "attribute fps must be positive"),
+    ("other stride", lambda p, r, t: _rewrite(p, lambda f: f.attrs.__setitem__("stride", 8)),
+     "attribute stride is 8, the store's is 4"),
     ("file of another video", lambda p, r, t: _rewrite(p, lambda f: f.attrs.__setitem__("video_id", "good")),
      "holds video 'good' but its file name stands for 'bad'"),
     ("file of another store", lambda p, r, t: _other_store_file(r, t),

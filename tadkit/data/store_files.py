@@ -179,6 +179,10 @@ def _inspect(f: h5py.File, store: Provenance, video_id: str | None) -> dict[str,
     if video_id is not None and vid != video_id:
         raise _Problem(f"holds video {vid!r} but its file name stands for {video_id!r} (copied or renamed by hand?)")
     _check_scalars(meta)
+    for key in ("clip_len", "stride", "fps"):
+        want = getattr(store, key)
+        if want is not None and abs(meta[key] - want) > 1e-6 * max(1.0, abs(want)):
+            raise _Problem(f"attribute {key} is {meta[key]!r}, the store's is {want!r}")
     try:
         prov = Provenance.from_dict(json.loads(_plain(a["provenance"])))
     except (ValueError, TypeError) as exc:
