@@ -2,6 +2,7 @@
 outside the store is read, writes that fail (a full disk) leave the store as it was."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -57,7 +58,7 @@ def _replace(f, name, data, **kw):
 def _other_store_file(root, tmp_path):
     other = tmp_path / "other"
     with FeatureStore.create(other, Provenance(**{**PROV.__dict__, "stride": 8})) as w:
-        w.write(video("bad"))
+        w.write(dataclasses.replace(video("bad"), stride=8))
     shutil.copyfile(other / "videos" / "bad.h5", root / "videos" / "bad.h5")
 
 
@@ -260,3 +261,14 @@ def test_a_full_disk_during_a_run_is_one_error_line_and_the_store_stays_consiste
 
 def test_escaped_names_of_ids_that_are_not_utf8_stay_distinct():
     assert escape_id("a\udcff") == "a%ff" and escape_id("a\udcfe") == "a%fe"
+
+
+def test_the_writer_refuses_a_video_its_readers_would_refuse(tmp_path):
+    with FeatureStore.create(tmp_path / "s", PROV) as w:
+        with pytest.raises(ValueError, match="video 'v': stride is 8, the store's is 4"):
+            w.write(dataclasses.replace(video("v"), stride=8))
+        with pytest.raises(ValueError, match="video 'v': features have 3 channels, the store's feature_dim is 4"):
+            w.write(video("v", c=3))
+        with pytest.raises(ValueError, match="times must be finite and strictly increasing"):
+            dataclasses.replace(video("v"), times=np.array([0.3, 0.2, 1, 2, 3, 4]))
+    assert FeatureStore.open(tmp_path / "s").video_ids() == []

@@ -10,10 +10,15 @@ Layout of a store (a directory; see ``docs/feature-format.md``)::
 
 Why this shape:
 
-* A video file is written under a temporary name and published with
-  ``os.replace`` (atomic on POSIX), so a reader never sees a half-written video
-  and killing a writer (even ``kill -9``) cannot damage a video that was
-  already published. A rerun skips published videos.
+* A video file is built in memory, written under a temporary name and
+  published with ``os.replace`` (atomic on POSIX), so a reader never sees a
+  half-written video, killing a writer (even ``kill -9``) cannot damage a
+  video that was already published and a full disk is one clear error
+  (:mod:`tadkit.data.store_files`). A rerun skips published videos.
+* Nothing in a store is trusted unchecked: every video file is checked
+  (structure, shapes, times, its copy of the provenance, no link outside the
+  file) before it is read; a bad one raises :class:`InputError` naming it, and
+  readers skip it and go on.
 * Writers never modify a shared HDF5 file in place, so concurrent writers
   (processes, torchrun ranks) cannot collide. The master file is derived data:
   it is rebuilt under a file lock from the directory listing and replaced
@@ -43,7 +48,7 @@ import numpy as np
 from tadkit.data.provenance import (COMPATIBILITY_KEYS, FEATURE_FIELDS, FORMAT_VERSION,  # noqa: F401 (re-exported)
                                     Provenance)
 from tadkit.data.store_files import (cleanup_stale_tmp, h5_error, inspect_video, locked, read_text_attr,
-                                     write_atomically, write_h5)
+                                     settings_mismatch, write_atomically, write_h5)
 from tadkit.errors import InputError, ProvenanceError, TadkitError
 
 MASTER_NAME = "store.h5"
@@ -319,7 +324,7 @@ class FeatureStore:
                 got = exc
             self._meta[video_id] = got
         if isinstance(got, InputError):
-            raise got
+            raise InputError(got.path, got.problem)  # a new one: re-raising one instance grows its traceback
         return got
 
     def read(self, video_id: str, rows: slice | None = None, *,
@@ -451,9 +456,12 @@ class FeatureWriter(FeatureStore):
 
     def write(self, video: VideoFeatures, compression: str | None = None) -> Path:
         """Publish one video atomically; returns its file."""
+        mismatch = settings_mismatch({k: getattr(video, k) for k in ("clip_len", "stride", "fps")}, self.provenance)
         if video.features.shape[1] != self.provenance.feature_dim:
-            raise ValueError(f"video {video.video_id!r}: features have {video.features.shape[1]} channels, "
-                             f"the store's feature_dim is {self.provenance.feature_dim}")
+            mismatch = f"features have {video.features.shape[1]} channels, the store's feature_dim is " \
+                       f"{self.provenance.feature_dim}"
+        if mismatch:  # a file the store's readers would refuse
+            raise ValueError(f"video {video.video_id!r}: {mismatch}")
         name = escape_id(video.video_id)
         final = self.root / VIDEOS_DIR / f"{name}.h5"
 

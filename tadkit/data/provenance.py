@@ -32,7 +32,7 @@ COMPATIBILITY_KEYS = FEATURE_FIELDS[:6]
 #: Dotted leaves (``fnmatch`` patterns) inside :data:`FEATURE_FIELDS` that only describe and are not compared.
 DESCRIPTIVE_LEAVES = ("weights.*.file", "preprocessing.flow.alignment", "extras.video_id", "extras.times",
                       "extras.feature_layout", "extras.annotations", "extras.*.what", "extras.*.layout",
-                      "extras.*.times")
+                      "extras.*.times", "extras.*.source")
 #: Optional outputs: compared only when both provenances have them.
 OPTIONAL_OUTPUTS = ("extras.spatial_grid", "extras.levels")
 

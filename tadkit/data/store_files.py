@@ -26,7 +26,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -156,6 +156,16 @@ def read_text_attr(path: Path, key: str) -> str:
     return value
 
 
+def settings_mismatch(video: Mapping[str, Any], store: Provenance) -> str | None:
+    """``"stride is 8, the store's is 4"`` if a video's ``clip_len`` / ``stride`` / ``fps`` differ
+    from the store's (``fps`` only when the store resampled every video to one rate)."""
+    for key in ("clip_len", "stride", "fps"):
+        want = getattr(store, key)
+        if want is not None and abs(float(video[key]) - want) > 1e-6 * max(1.0, abs(want)):
+            return f"{key} is {video[key]!r}, the store's is {want!r}"
+    return None
+
+
 def h5_error(exc: BaseException) -> str:
     """The first line of an h5py error, without its errno prefix."""
     lines = str(exc).strip().splitlines()
@@ -179,10 +189,6 @@ def _inspect(f: h5py.File, store: Provenance, video_id: str | None) -> dict[str,
     if video_id is not None and vid != video_id:
         raise _Problem(f"holds video {vid!r} but its file name stands for {video_id!r} (copied or renamed by hand?)")
     _check_scalars(meta)
-    for key in ("clip_len", "stride", "fps"):
-        want = getattr(store, key)
-        if want is not None and abs(meta[key] - want) > 1e-6 * max(1.0, abs(want)):
-            raise _Problem(f"attribute {key} is {meta[key]!r}, the store's is {want!r}")
     try:
         prov = Provenance.from_dict(json.loads(_plain(a["provenance"])))
     except (ValueError, TypeError) as exc:
@@ -191,6 +197,9 @@ def _inspect(f: h5py.File, store: Provenance, video_id: str | None) -> dict[str,
     if differences:
         raise _Problem("the file comes from a store made with other settings: " + "; ".join(differences[:3])
                        + ("; ..." if len(differences) > 3 else ""))
+    problem = settings_mismatch(meta, store)
+    if problem:
+        raise _Problem(f"attribute {problem}")
     feats = _dataset(f, "features", ndim=2, kind="f")
     t, c = feats.shape
     if t == 0:
