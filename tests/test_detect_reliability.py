@@ -102,6 +102,7 @@ def test_wrong_checkpoint_files_are_one_line_errors(run, tmp_path, capsys):
         "nomodel.pt": ({"epoch": 3, "weights": {}}, "not a tadkit run checkpoint: it holds a dict without 'model' "
                                                      "weights (keys: epoch, weights)"),
         "other.pt": ({"model": other_head}, "the weights do not fit this run's MLTPN: "),
+        "ema.pt": ({"model": {}, "ema": [1, 2]}, "not a tadkit run checkpoint: its weights are a list"),
         "payload.pt": ({"model": _Payload(tmp_path / "ran")}, "refused: loading it would run arbitrary pickle code"),
     }
     for name, (obj, message) in cases.items():

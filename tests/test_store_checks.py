@@ -191,6 +191,8 @@ def test_nan_and_inf_features_warn_once_naming_the_video(tmp_path):
     with FeatureStore.create(tmp_path / "s", PROV) as w:
         w.write(VideoFeatures("v", feats, (np.arange(8) * 4 + 8) / 25.0, 25.0, 16, 4, 44, 1.76))
         w.write(video("ok"))
+        w.write(VideoFeatures("huge", np.full((8, 4), 3e38, np.float32), (np.arange(8) * 4 + 8) / 25.0, 25.0,
+                              16, 4, 44, 1.76))                        # finite, though their sum overflows
     store = FeatureStore.open(tmp_path / "s")
     with pytest.warns(FeatureWarning, match=r"video 'v' has NaN or infinite feature values in 2 snippet\(s\) \(2..5"):
         store.read("v")
@@ -198,6 +200,7 @@ def test_nan_and_inf_features_warn_once_naming_the_video(tmp_path):
         warnings.simplefilter("error")
         store.read("v")          # once per video
         store.read("ok")
+        store.read("huge")
 
 
 def test_stale_temporary_files_of_dead_writers_are_removed(store):

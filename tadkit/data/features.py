@@ -396,14 +396,14 @@ class FeatureStore:
 
     def _warn_non_finite(self, video_id: str, path: Path, feats: np.ndarray, grid: np.ndarray | None,
                          first_row: int) -> None:
-        if video_id in self._warned:
-            return
-        bad = ~np.isfinite(feats).all(axis=1)
-        if grid is not None:
-            bad |= ~np.isfinite(grid).reshape(len(grid), -1).all(axis=1)
-        if bad.any():
+        # a sum is one pass without a temporary array; it is finite unless a value is not (or it overflows)
+        arrays = [a.reshape(len(a), -1) for a in (feats, grid) if a is not None and a.size]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if video_id in self._warned or all(np.isfinite(a.sum()) for a in arrays):
+                return
+        rows = np.flatnonzero(np.any([~np.isfinite(a).all(axis=1) for a in arrays], axis=0)) + first_row
+        if len(rows):
             self._warned.add(video_id)
-            rows = np.flatnonzero(bad) + first_row
             warnings.warn(f"{path}: video {video_id!r} has NaN or infinite feature values in {len(rows)} "
                           f"snippet(s) ({rows[0]}..{rows[-1]} of those read); the model's output there is "
                           "undefined, so detections may be missing", FeatureWarning, stacklevel=3)

@@ -659,7 +659,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def _load_weights(head: torch.nn.Module, weights: Mapping[str, Any], path: Path) -> None:
+def _load_weights(head: torch.nn.Module, weights: Any, path: Path) -> None:
+    if not isinstance(weights, Mapping):
+        raise InputError(path, f"not a tadkit run checkpoint: its weights are a {type(weights).__name__}")
     mismatch = compare_weights(head, weights)
     if mismatch:
         raise InputError(path, f"the weights do not fit this run's {type(head).__name__}: {mismatch.describe()}")
