@@ -8,7 +8,6 @@ import shutil
 
 import h5py
 import numpy as np
-import pytest
 
 from tadkit.cli import main
 from tadkit.data.features import FeatureStore

@@ -19,7 +19,6 @@ import pytest
 from click.testing import CliRunner
 
 from tadkit.cli import cli, main
-from tadkit.data.annotations import Annotations
 from tadkit.data.datasets import WindowDataset, make_dataset
 from tadkit.data.features import FeatureStore, FeatureWarning, Provenance, VideoFeatures, escape_id
 from tadkit.errors import InputError, OutputError

@@ -45,8 +45,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from tadkit.data.provenance import (COMPATIBILITY_KEYS, FEATURE_FIELDS, FORMAT_VERSION,  # noqa: F401 (re-exported)
-                                    Provenance)
+from tadkit.data.provenance import FEATURE_FIELDS, FORMAT_VERSION, Provenance
 from tadkit.data.store_files import (cleanup_stale_tmp, h5_error, inspect_video, locked, read_text_attr,
                                      settings_mismatch, write_atomically, write_h5)
 from tadkit.errors import InputError, ProvenanceError, TadkitError

@@ -27,8 +27,6 @@ FORMAT_VERSION = 1
 #: Provenance fields that change the features: two stores whose features are interchangeable agree on them.
 FEATURE_FIELDS = ("backbone", "streams", "feature_dim", "fps", "clip_len", "stride", "weights", "preprocessing",
                   "extras")
-#: The sampling fields alone (what tadkit compared before weights and preprocessing were recorded).
-COMPATIBILITY_KEYS = FEATURE_FIELDS[:6]
 #: Dotted leaves (``fnmatch`` patterns) inside :data:`FEATURE_FIELDS` that only describe and are not compared.
 DESCRIPTIVE_LEAVES = ("weights.*.file", "preprocessing.flow.alignment", "extras.video_id", "extras.times",
                       "extras.feature_layout", "extras.annotations", "extras.*.what", "extras.*.layout",
