@@ -142,10 +142,11 @@ def test_decoder_log_lines_only_with_debug(tmp_path, capfd):
     args = ["extract", str(vids), "--out", str(tmp_path / "feats"), "--backend", "decord", *SMALL]
     assert main(args) == 3
     err = capfd.readouterr().err
-    assert "  damaged [decode]: decoding failed" in err
+    assert "  damaged [" in err                       # [open] or [decode]: decord's threads decide which
     assert not [line for line in err.splitlines() if line.startswith("[")], err    # no "[mpeg4 @ 0x...] ..."
     assert main(["--debug", *args]) == 3
-    assert any(line.startswith("[mpeg4 @") for line in capfd.readouterr().err.splitlines())
+    debug = capfd.readouterr().err
+    assert any(line.startswith("[mpeg4 @") for line in debug.splitlines()), debug
 
 
 def test_non_finite_features_are_warned_about_with_the_video(tmp_path, capsys, monkeypatch):
