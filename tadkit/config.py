@@ -15,7 +15,7 @@ resolved config so every run can be reproduced from its output directory.
 
 Ranges. A config class declares the allowed range of its numeric keys with
 :func:`config_ranges` (interval notation; list values are checked element by
-element)::
+element, mapping values one by one)::
 
     @config_ranges(epochs="[1, inf)", lr="(0, inf)", overlap="[0, 1)")
     @dataclass
@@ -266,8 +266,12 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
 
 
 def _check_range(value: Any, interval: Interval | None, key: str, source: str) -> None:
-    """``ConfigError`` if a number (or a list's element) is outside ``interval``, or a float is not finite."""
-    items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+    """``ConfigError`` if a number (or a list's element, a mapping's value) is outside ``interval``,
+    or a float is not finite."""
+    if isinstance(value, Mapping):
+        items: list[tuple[Any, Any]] = list(value.items())
+    else:
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
     for i, x in items:
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             continue

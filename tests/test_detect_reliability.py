@@ -145,11 +145,11 @@ def test_window_mode_skips_a_video_whose_file_fails_its_check(run, tmp_path, cap
     root, ann, feats, out = run
     broken = tmp_path / "feats"
     shutil.copytree(feats, broken)
-    for vid in ("vid01", "vid06"):  # a training and a validation video
+    for vid in ("vid00", "vid06"):  # the first training video (its files describe the inputs) and a validation one
         with h5py.File(broken / "videos" / f"{vid}.h5", "r+") as f:
             f.attrs["video_id"] = "someone else"
     cfg = load_config(DetectConfig, root / "tiny.yaml", ["train.epochs=1"])
-    with pytest.warns(UserWarning, match="skipping unreadable video vid01"):
+    with pytest.warns(UserWarning, match="skipping unreadable video vid00"):
         train(cfg, broken, ann, tmp_path / "r", echo=None)
     assert _infer_cli(tmp_path / "r", broken, tmp_path / "p.json", "--subset", "validation") == 0
     captured = capsys.readouterr()

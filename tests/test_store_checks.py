@@ -274,3 +274,31 @@ def test_the_writer_refuses_a_video_its_readers_would_refuse(tmp_path):
         with pytest.raises(ValueError, match="times must be finite and strictly increasing"):
             dataclasses.replace(video("v"), times=np.array([0.3, 0.2, 1, 2, 3, 4]))
     assert FeatureStore.open(tmp_path / "s").video_ids() == []
+
+
+def test_indexing_skips_a_video_whose_file_fails_in_any_store(store, tmp_path):
+    """Window indexes, level widths and head inputs read per-video files of every store: a bad one is skipped."""
+    from tadkit.data.sources import FeatureSource
+    from tadkit.detect.inputs import input_info
+
+    second = tmp_path / "second"
+    shutil.copytree(store, second)
+    _truncate(second / "videos" / "bad.h5")          # intact in the first store, damaged in the second
+    source = FeatureSource([store, second])
+    with pytest.warns(FeatureWarning, match="skipping unreadable video bad"):
+        ds = WindowDataset(source, window=4, overlap=0.5)
+    assert {w[0] for w in ds.windows} == {"good"} and "not a readable HDF5 file" in ds.report.unreadable["bad"]
+    assert source.first_readable() == "good"
+    with pytest.raises(InputError, match=r"none of the 1 videos has a readable feature file \(e.g. .*bad.h5"):
+        source.first_readable(["bad"])
+
+    levels = tmp_path / "levels"                      # the first video ("bad") is damaged, "good" has levels
+    with FeatureStore.create(levels, PROV) as w:
+        for vid in ("bad", "good"):
+            v = video(vid)
+            v.levels = {"rgb/x2": (np.ones((12, 3), np.float32), (np.arange(12) * 2 + 8) / 50.0)}
+            w.write(v)
+    _truncate(levels / "videos" / "bad.h5")
+    with_levels = FeatureSource([levels], levels=["x2"])
+    assert with_levels.level_dims() == [3]
+    assert input_info(with_levels).level_dims == (3,)

@@ -55,7 +55,7 @@ from tadkit.extract.sources import ON_SOURCE_CHANGE, plan_run, source_identity
 from tadkit.extract.transforms import Recipe, get_recipe
 from tadkit.extract.video import (SnippetPlan, VideoError, VideoReader, open_video, plan_snippets,
                                   set_decoder_logging, video_id)
-from tadkit.progress import progress_bar
+from tadkit.progress import VideoProgress
 
 #: Default snippets per forward: small on CPU (3D activations are memory-bound).
 DEFAULT_BATCH = {"cpu": 2, "cuda": 16}
@@ -380,9 +380,9 @@ class Extractor:
                 writer.record_failure(vid, f"input: {reason}")
                 report.failed.append((printable_id(vid), "input", reason))
             paths = {video_id(p): p for p in todo}
-            bar = _progress_bar(len(todo), progress, rank)
+            tracker = VideoProgress(len(todo), f"extract[{rank}]" if rank else "extract", progress)
             try:
-                for event in self._events(todo):
+                for event in self._events(todo, tracker):
                     kind, vid = event[0], event[1]
                     if kind == "video":
                         feats = event[2]
@@ -395,22 +395,19 @@ class Extractor:
                         stage, reason = event[2], event[3]
                         writer.record_failure(vid, f"{stage}: {reason}")
                         report.failed.append((vid, stage, reason))
-                    if bar is not None:
-                        bar.update(1)
-                        rate = report.snippets / max(1e-9, time.perf_counter() - t0)
-                        bar.set_postfix_str(f"{rate:.1f} snippets/s, {len(report.failed)} failed")
+                    tracker.finish(vid, failed=kind != "video")
             except OutputError as exc:  # e.g. a full disk: stop; what is published stays
                 raise OutputError(exc.path, f"{exc.problem}; extraction stopped after {len(report.done)} new "
                                   "video(s), which are kept: free space and rerun the same command to finish") from None
             finally:
-                if bar is not None:
-                    bar.close()
+                tracker.close()
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _events(self, todo: Sequence[Path]) -> Iterator[tuple]:
+    def _events(self, todo: Sequence[Path], progress: VideoProgress | None = None) -> Iterator[tuple]:
         """``("video", id, VideoFeatures)`` or ``("failed", id, stage, reason)`` per video, in
-        completion order. Decoding runs in ``workers`` background threads."""
+        completion order. Decoding runs in ``workers`` background threads. ``progress`` hears
+        of every video's start (with its snippet count) and of every batch of snippets."""
         if not todo:
             return
         jobs: queue.Queue = queue.Queue()
@@ -435,12 +432,16 @@ class Extractor:
                 elif kind == "start":
                     parts[msg[1]] = []
                     dead.discard(msg[1])
+                    if progress is not None:
+                        progress.start(msg[1], msg[2])
                 elif kind == "batch":
                     vid = msg[1]
                     if vid in dead:
                         continue
                     try:
                         parts[vid].append(self.forward_outputs(msg[2]))
+                        if progress is not None:
+                            progress.advance(vid, len(next(iter(msg[2].values()))))
                     except RuntimeError as exc:  # e.g. out of memory on one long video
                         dead.add(vid)
                         parts.pop(vid, None)
@@ -492,7 +493,7 @@ class Extractor:
                     flow_frames = self._flow_frames(vid)
                     stage = "decode"
                     plan = self.plan(reader)
-                    if not put(("start", vid)):
+                    if not put(("start", vid, plan.num_snippets)):
                         return
                     for _, inputs in self.clip_batches(reader, plan, flow_frames):
                         if not put(("batch", vid, inputs)):
@@ -504,7 +505,7 @@ class Extractor:
                         put(("failed", vid, exc.stage, exc.reason))
                         break
                     # decord opened the file but failed mid-way: start over with PyAV
-                    put(("start", vid))
+                    put(("start", vid, None))
                 except InputError as exc:
                     put(("failed", vid, stage, str(exc)))
                     break
@@ -528,7 +529,8 @@ def extract(videos: Sequence[Path], out: str | os.PathLike, opts: ExtractOptions
     """Extract features of ``videos`` into the store ``out``; see the module docstring.
 
     ``rank``/``world_size`` default to the ``RANK``/``WORLD_SIZE`` environment
-    (torchrun); ``progress`` ``None`` shows a bar only on a terminal.
+    (torchrun); ``progress`` ``None`` shows a bar on a terminal and timed plain lines elsewhere
+    (:class:`tadkit.progress.VideoProgress`), ``False`` nothing.
     """
     env_rank, env_world = distributed_env()
     rank = env_rank if rank is None else rank
@@ -599,10 +601,6 @@ def _check_streams(streams: Sequence[str] | None, fam: backbones.Family) -> tupl
     if len(set(out)) != len(out):
         raise ConfigError(f"a stream is repeated in --streams {','.join(out)}")
     return out
-
-
-def _progress_bar(total: int, progress: bool | None, rank: int) -> Any:
-    return progress_bar(total, f"extract[{rank}]" if rank else "extract", "video", progress)
 
 
 def _one_line(exc: BaseException) -> str:
