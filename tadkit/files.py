@@ -1,14 +1,17 @@
-"""Reading the text and JSON files users hand to tadkit, with errors that name them.
+"""Reading the files users hand to tadkit, with errors that name them.
 
-Every stage reads annotation, prediction, score and run files through these two
-functions, so a missing file, a folder, non-UTF-8 bytes or malformed JSON give
-the same one-line :class:`~tadkit.errors.InputError` everywhere.
+Every stage reads annotation, prediction, score, config and run files through
+these functions, so a missing file, a folder, non-UTF-8 bytes, malformed JSON
+or a number too long to convert give the same one-line
+:class:`~tadkit.errors.InputError` everywhere (PyTorch checkpoints:
+:mod:`tadkit.checkpoints`).
 """
 from __future__ import annotations
 
 import gc
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,8 +65,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(path, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise InputError(path, "JSON nested too deeply") from None
-    except ValueError:  # Python refuses integers of more than 4,300 digits
-        raise InputError(path, "malformed JSON: a number has more than 4300 digits") from None
+    except ValueError as exc:  # Python refuses integers of more than 4,300 digits (sys.get_int_max_str_digits)
+        raise InputError(path, f"malformed JSON: {number_problem(exc)}") from None
+
+
+def number_problem(exc: ValueError) -> str:
+    """What a ``ValueError`` from parsing a number says, in one short clause."""
+    m = re.search(r"limit \((\d+) digits\)", str(exc))
+    if m:
+        return f"a number has more than {m.group(1)} digits"
+    return " ".join(str(exc).split())[:200]
 
 
 @contextmanager

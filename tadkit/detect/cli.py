@@ -52,9 +52,12 @@ detect.add_command(config_cmd)  # tadkit detect config: every config key (tadkit
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: the config's train.device, auto].")
 @click.option("--from-run", "from_run", multiple=True, type=click.Path(file_okay=False),
               help="Chained run: the head reads this run's proposals of every video (repeat for an ensemble).")
+@click.option("--allow-provenance-mismatch", is_flag=True,
+              help="With --resume: use features made differently from the run's (weights, recipe, ...) anyway.")
 @threads_option
 def train(config_path: str | None, features: Sequence[str], annotations: str, out: str,
-          overrides: Sequence[str], resume: bool, device: str | None, from_run: Sequence[str]) -> None:
+          overrides: Sequence[str], resume: bool, device: str | None, from_run: Sequence[str],
+          allow_provenance_mismatch: bool) -> None:
     """Train the configured head; writes config, logs and checkpoints to --out."""
     from tadkit.detect.config import DetectConfig
     from tadkit.detect.config_reference import train_overrides
@@ -63,7 +66,7 @@ def train(config_path: str | None, features: Sequence[str], annotations: str, ou
     cfg = load_config(DetectConfig, config_path, train_overrides(overrides, device))
     with _warnings_as_lines():
         summary = run_train(cfg, list(features), annotations, out, resume=resume, echo=click.echo,
-                            from_run=list(from_run) or None)
+                            from_run=list(from_run) or None, allow_provenance_mismatch=allow_provenance_mismatch)
     if summary["rank"] == 0:
         click.echo(f"trained {summary['epochs']} epochs ({summary['seconds_per_epoch']:.2f} s/epoch); "
                    f"run in {summary['run']}")
@@ -100,11 +103,13 @@ def train(config_path: str | None, features: Sequence[str], annotations: str, ou
               help="Override a post-processing key, e.g. --set sigma=0.7 or --set postprocess.sigma=0.7 "
                    "(repeatable).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--allow-provenance-mismatch", is_flag=True,
+              help="Use features made differently from the training features (weights, recipe, ...) anyway.")
 @threads_option
 def infer(runs: Sequence[str], features: Sequence[str], out: str | None, proposals: str | None,
           subset: str | None, annotations: str | None, checkpoint: str, fuse: str, weights: str | None,
           classifier: str | None, classifier_runs: Sequence[str], from_run: Sequence[str], raw: str | None,
-          batch_size: int | None, overrides: Sequence[str], device: str) -> None:
+          batch_size: int | None, overrides: Sequence[str], device: str, allow_provenance_mismatch: bool) -> None:
     """Detect actions (or propose segments) with one run or an ensemble; writes the official JSON."""
     from tadkit.detect.engine import infer as run_infer
     from tadkit.detect.engine import load_run
@@ -122,7 +127,8 @@ def infer(runs: Sequence[str], features: Sequence[str], out: str | None, proposa
         run_infer(list(runs), list(features) or None, out, subset=subset, annotations=annotations,
                   checkpoint=checkpoint, raw=raw, postprocess=pp, device=device, echo=click.echo, fuse=fuse,
                   weights=w, proposals=proposals, classifier=classifier, classifier_runs=list(classifier_runs),
-                  batch_size=batch_size, from_run=list(from_run) or None)
+                  batch_size=batch_size, from_run=list(from_run) or None,
+                  allow_provenance_mismatch=allow_provenance_mismatch)
 
 
 @detect.command()

@@ -163,7 +163,7 @@ KEY_HELP: dict[str, str] = {
                                  "with class-agnostic candidates; null: no fusion.",
     "postprocess.fusion_topk": "Fusion: the best classes of a video each candidate is paired with.",
     "postprocess.raw_topk": "Candidates per sample stored by detect infer --raw (looser than pre_nms_topk, so "
-                            "detect postprocess can loosen it).",
+                            "detect postprocess can loosen it; 0: no cap).",
     "postprocess.raw_min_score": "Lowest score stored by detect infer --raw (looser than min_score).",
 }
 
