@@ -17,11 +17,13 @@ from typing import Literal, Optional
 from tadkit.config import config_ranges
 
 
-@config_ranges(embed_dim="[1, inf)", transform_k1="[1, inf)", transform_k2="[1, inf)", thm_channels="[1, inf)", thm_out_channels="[1, inf)",
-               num_thms="[1, inf)", num_scales="[1, inf)", mfm_reduction="[1, inf)", head_squeeze="[1, inf)", num_anchors="[1, inf)",
-               anchor_ratios="(0, inf)", anchor_min_ratio="(0, inf)", anchor_max_ratio="(0, inf)", anchor_base="(0, inf)",
-               pos_iou="(0, 1]", neg_pos_ratio="[0, inf)", cls_weight="[0, inf)", conf_weight="[0, inf)", reg_weight="[0, inf)",
-               dropout="[0, 1)")
+@config_ranges(embed_dim="[1, inf)", transform_k1="[1, inf)", transform_k2="[1, inf)",
+               thm_channels="[1, inf)", thm_out_channels="[1, inf)", num_thms="[1, inf)",
+               num_scales="[1, inf)", mfm_reduction="[1, inf)", head_squeeze="[1, inf)",
+               num_anchors="[1, inf)", anchor_ratios="(0, inf)", anchor_min_ratio="(0, inf)",
+               anchor_max_ratio="(0, inf)", anchor_base="(0, inf)", pos_iou="(0, 1]",
+               neg_pos_ratio="[0, inf)", cls_weight="[0, inf)", conf_weight="[0, inf)",
+               reg_weight="[0, inf)", dropout="[0, 1)")
 @dataclass
 class MLTPNConfig:
     """Settings of the MLTPN head (Wang et al.; ``tadkit/detect/heads/mltpn.py``).
@@ -66,11 +68,13 @@ class MLTPNConfig:
                              f"{self.num_anchors}")
 
 
-@config_ranges(dim="[1, inf)", num_levels="[1, inf)", first_stride="[1, inf)", grid_size="[0, inf)", grid_dim="[0, inf)", patch_size="[1, inf)",
-               stt_dim="[1, inf)", stt_spatial_layers="[0, inf)", stt_temporal_layers="[0, inf)", fsa_dim="[1, inf)", fsa_layers="[0, inf)",
-               num_heads="[1, inf)", mlp_ratio="(0, inf)", tower_layers="[1, inf)", boundary_dim="[1, inf)", bp_inner="[0, inf)",
-               bp_outer="[0, inf)", refine_iou="[0, 1)", alpha="[0, inf)", beta="[0, inf)", focal_alpha="[0, 1]", focal_gamma="[0, inf)",
-               prior_prob="(0, 1)", dropout="[0, 1)")
+@config_ranges(dim="[1, inf)", num_levels="[1, inf)", first_stride="[1, inf)", grid_size="[0, inf)",
+               grid_dim="[0, inf)", patch_size="[1, inf)", stt_dim="[1, inf)", stt_spatial_layers="[0, inf)",
+               stt_temporal_layers="[0, inf)", fsa_dim="[1, inf)", fsa_layers="[0, inf)",
+               num_heads="[1, inf)", mlp_ratio="(0, inf)", tower_layers="[1, inf)", boundary_dim="[1, inf)",
+               bp_inner="[0, inf)", bp_outer="[0, inf)", refine_iou="[0, 1)", alpha="[0, inf)",
+               beta="[0, inf)", focal_alpha="[0, 1]", focal_gamma="[0, inf)", prior_prob="(0, 1)",
+               dropout="[0, 1)")
 @dataclass
 class TALMTSConfig:
     """Settings of the TAL-MTS head (Gao et al.; ``tadkit/detect/heads/talmts.py``).
@@ -132,9 +136,9 @@ class TALMTSConfig:
             raise ValueError("refine_iou must lie in [0, 1)")
 
 
-@config_ranges(length="[1, inf)", max_length="[1, inf)", train_overlap="[0, 1)", infer_overlap="[0, 1)", min_ioi="[0, 1]",
-               holdout_fraction="[0, 1)", num_workers="[0, inf)", train_stride="[1, inf)", infer_stride="[1, inf)",
-               infer_batch_size="[1, inf)", proposals_topk="[1, inf)")
+@config_ranges(length="[1, inf)", max_length="[1, inf)", train_overlap="[0, 1)", infer_overlap="[0, 1)",
+               min_ioi="[0, 1]", holdout_fraction="[0, 1)", num_workers="[0, inf)", train_stride="[1, inf)",
+               infer_stride="[1, inf)", infer_batch_size="[1, inf)", proposals_topk="[1, inf)")
 @dataclass
 class DataConfig:
     """How videos become samples (see :mod:`tadkit.data.datasets`).
@@ -207,9 +211,9 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.0
 
 
-@config_ranges(epochs="[1, inf)", batch_size="[1, inf)", seed="[0, inf)", grad_clip="[0, inf)", ema_decay="[0, 1)",
-               checkpoint_every="[1, inf)", log_every="[0, inf)", accumulate="[1, inf)", validate_every="[1, inf)",
-               val_tiou="[0, 1]")
+@config_ranges(epochs="[1, inf)", batch_size="[1, inf)", seed="[0, inf)", grad_clip="[0, inf)",
+               ema_decay="[0, 1)", checkpoint_every="[1, inf)", log_every="[0, inf)", accumulate="[1, inf)",
+               validate_every="[1, inf)", val_tiou="[0, 1]")
 @dataclass
 class TrainConfig:
     """The training loop.
@@ -239,8 +243,9 @@ class TrainConfig:
     val_tiou: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
 
 
-@config_ranges(iou_threshold="[0, 1]", sigma="(0, inf)", min_score="[0, 1]", pre_nms_topk="[1, inf)", max_per_video="[1, inf)",
-               voting_iou="[0, 1]", fusion_topk="[1, inf)", raw_topk="[0, inf)", raw_min_score="[0, 1]")
+@config_ranges(iou_threshold="[0, 1]", sigma="(0, inf)", min_score="[0, 1]", pre_nms_topk="[1, inf)",
+               max_per_video="[1, inf)", voting_iou="[0, 1]", fusion_topk="[1, inf)", raw_topk="[0, inf)",
+               raw_min_score="[0, 1]")
 @dataclass
 class PostprocessConfig:
     """Post-processing (``tadkit.detect.postprocess``); written into every predictions file.
