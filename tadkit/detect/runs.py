@@ -34,7 +34,8 @@ import torch.distributed as dist
 
 from tadkit.checkpoints import compare_weights, few, read_checkpoint
 from tadkit.detect.config import DetectConfig
-from tadkit.errors import ConfigError, InputError
+from tadkit.devices import resolve_device
+from tadkit.errors import InputError
 from tadkit.files import read_json
 
 CHECKPOINT_DIR = "checkpoints"
@@ -168,9 +169,9 @@ class DistContext:
     def from_env(cls, device: str = "auto") -> "DistContext":
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
-            return cls(0, 1, pick_device(device), False)
+            return cls(0, 1, resolve_device(device), False)
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        dev = pick_device(device)
+        dev = resolve_device(device)
         if dev.type == "cuda":
             dev = torch.device("cuda", local)
             torch.cuda.set_device(dev)
@@ -194,18 +195,6 @@ class DistContext:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def autocast(device: torch.device, enabled: bool) -> Any:

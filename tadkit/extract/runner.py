@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from tadkit.data.features import FeatureStore, Provenance, VideoFeatures, printable_id
+from tadkit.devices import resolve_device
 from tadkit.errors import ConfigError, InputError, OutputError, ProvenanceError
 from tadkit.extract import backbones
 from tadkit.extract.clips import ClipSource, merge_level_steps  # noqa: F401 (merge_level_steps re-exported)
@@ -554,21 +555,6 @@ def distributed_env() -> tuple[int, int]:
         return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     except ValueError:
         raise ConfigError("RANK / WORLD_SIZE in the environment are not integers") from None
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``None``/``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
-    return dev
 
 
 # --------------------------------------------------------------------------- helpers
