@@ -160,22 +160,27 @@ class BMN(DetectionHead):
         brought to the first run's ``(D, T)`` by linear interpolation first:
         start positions map by cell centres (``q = (p + ½) T / T_r − ½``),
         durations by scale (``d = d_r · T / T_r``). ``weights`` are normalised
-        to sum to 1. Returns logits of the averaged probabilities.
+        to sum to 1. Returns logits of the averaged probabilities, computed as
+        ``x_0 + logit(p̄) − logit(p_0)`` so that identical runs give the first
+        run's output exactly.
         """
         if len(outputs) != len(weights) or not outputs:
             raise ValueError("average_outputs needs one weight per run")
         total = float(sum(weights))
-        if total <= 0:
-            raise ValueError(f"ensemble weights must sum to a positive number, got {list(weights)}")
+        if not total > 0:
+            raise ValueError(f"ensemble weights must add up to a positive number, got {list(weights)}")
         d, t = outputs[0]["map_logits"].shape[-2:]
-        acc: dict[str, torch.Tensor] = {}
-        for out, w in zip(outputs, weights):
-            probs = {"start_logits": resize_curve(torch.sigmoid(out["start_logits"].float()), t),
-                     "end_logits": resize_curve(torch.sigmoid(out["end_logits"].float()), t),
-                     "map_logits": resize_map(torch.sigmoid(out["map_logits"].float()), d, t)}
-            for key, value in probs.items():
-                acc[key] = acc.get(key, 0) + (float(w) / total) * value
-        return {key: torch.logit(value, eps=PROB_EPS) for key, value in acc.items()}
+        first = outputs[0]
+        out = {}
+        for key in ("start_logits", "end_logits", "map_logits"):
+            resize = (lambda p: resize_map(p, d, t)) if key == "map_logits" else (lambda p: resize_curve(p, t))
+            p0 = torch.sigmoid(first[key].float())
+            mean = p0.clone()
+            for o, w in zip(outputs[1:], weights[1:]):
+                mean += (resize(torch.sigmoid(o[key].float())) - p0) * (float(w) / total)
+            logit = lambda p: torch.logit(p, eps=PROB_EPS)  # noqa: E731
+            out[key] = (first[key].float() + (logit(mean) - logit(p0))).to(first[key].dtype)
+        return out
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
