@@ -175,3 +175,16 @@ def test_refine_config_section_and_validation():
         RefineConfig(stage_ious=[0.5, 1.2])
     with pytest.raises(ValueError, match="num_heads"):
         RefineConfig(hidden=10, num_heads=4)
+
+
+def test_training_draws_train_proposals_per_video_and_inference_keeps_all():
+    torch.manual_seed(0)
+    head = RefineNetwork(RefineConfig(**TINY, train_proposals=2), 4)
+    props = torch.tensor([[0.0, 4.0, 0.1], [1.0, 5.0, 0.2], [2.0, 6.0, 0.3], [3.0, 7.0, 0.4]])
+    out = head(torch.randn(2, 4, 10), None, proposals=[props, props[:1]])
+    assert out["valid"].sum(1).tolist() == [2, 1]
+    drawn = out["stage_inputs"][0, 0][out["valid"][0]]
+    assert all(any(torch.equal(row, p[:2]) for p in props) for row in drawn)   # rows of the input, no repeats
+    assert not torch.equal(drawn[0], drawn[1])
+    head.eval()
+    assert head(torch.randn(2, 4, 10), None, proposals=[props, props[:1]])["valid"].sum(1).tolist() == [4, 1]

@@ -182,7 +182,9 @@ class RefineConfig:
     ``num_heads`` heads, before RoI Align), ``lstm`` (Bi-LSTM over the RoI
     bins), ``non_local`` (a non-local block over the RoI bins). RoI Align
     reads ``bins`` bins (``roi_samples`` points each) over the proposal
-    widened by ``roi_context`` × its length on each side. Loss per module:
+    widened by ``roi_context`` × its length on each side; training draws
+    ``train_proposals`` of each video's proposals at random every step (0:
+    all of them). Loss per module:
     ``iou_weight`` · BCE(IoU) + ``reg_weight`` · Smooth-L1(offsets of the
     positives) + ``action_weight`` · balanced BCE(actionness). Scores:
     ``iou`` (the last module's IoU) or ``product`` (× the input proposal's
@@ -202,6 +204,7 @@ class RefineConfig:
     roi_samples: int = 2
     roi_context: float = 0.25
     fc_dim: int = 256
+    train_proposals: int = 0
     iou_weight: float = 1.0
     reg_weight: float = 1.0
     action_weight: float = 1.0

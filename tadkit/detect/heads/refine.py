@@ -96,6 +96,8 @@ class RefineNetwork(DetectionHead):
             raise ValueError(f"got proposals for {len(proposals)} samples, expected {b}")
         if mask is None:
             mask = torch.ones(b, t, dtype=torch.bool, device=features.device)
+        if self.training and self.cfg.train_proposals:
+            proposals = [draw(p, self.cfg.train_proposals) for p in proposals]
         boxes, input_scores, valid = pad_proposals(proposals, features.device)
         batch_index, slot = valid.nonzero(as_tuple=True)
         cur = boxes
@@ -237,6 +239,13 @@ def pad_proposals(proposals: Sequence[torch.Tensor], device: torch.device
     return boxes, scores, valid
 
 
+def draw(proposals: torch.Tensor, k: int) -> torch.Tensor:
+    """``k`` of ``proposals (N, 3)`` drawn at random without replacement (all of them when ``N <= k``)."""
+    if len(proposals) <= k:
+        return proposals
+    return proposals[torch.randperm(len(proposals))[:k].to(proposals.device)]
+
+
 def widen(segments: torch.Tensor, context: float) -> torch.Tensor:
     """``[s − c·w, e + c·w]`` of ``segments [..., 2]`` (``w = e − s``)."""
     w = (segments[..., 1] - segments[..., 0])[..., None]
@@ -271,5 +280,5 @@ def cascade_targets(segments: torch.Tensor, gt: torch.Tensor, threshold: float
     return best, gt[idx], best >= threshold
 
 
-__all__ = ["RefineNetwork", "RefineModule", "build_refine", "pad_proposals", "widen", "apply_offsets",
+__all__ = ["RefineNetwork", "RefineModule", "build_refine", "pad_proposals", "draw", "widen", "apply_offsets",
            "offset_targets", "cascade_targets"]
