@@ -67,7 +67,7 @@ def test_cascade_thresholds_are_applied_per_stage():
 
 def test_each_module_refines_the_previous_modules_output():
     torch.manual_seed(0)
-    head = RefineNetwork(RefineConfig(**TINY, stage_ious=[0.5, 0.7]), 4)
+    head = RefineNetwork(RefineConfig(**TINY, stage_ious=[0.5, 0.7], score="product"), 4)
     with torch.no_grad():
         head.stages[0].offset.bias.copy_(torch.tensor([-0.1, 0.2]))
         head.stages[1].offset.bias.copy_(torch.tensor([0.05, 0.0]))
@@ -78,6 +78,10 @@ def test_each_module_refines_the_previous_modules_output():
     assert out["segments"][0, 0].tolist() == pytest.approx([1.65, 14.0])              # + 0.05 × 13
     iou_last = torch.sigmoid(out["stage_iou_logits"][0, 1, 0])
     assert float(out["scores"][0, 0]) == pytest.approx(float(iou_last) * 0.5, rel=1e-5)  # score: product
+    head.cfg.score = "iou"
+    with torch.no_grad():
+        out = head(torch.randn(1, 4, 20), None, proposals=[props])
+    assert float(out["scores"][0, 0]) == pytest.approx(float(torch.sigmoid(out["stage_iou_logits"][0, 1, 0])))
 
 
 def test_padded_batch_equals_each_sample_alone():

@@ -208,7 +208,7 @@ class RefineConfig:
     iou_weight: float = 1.0
     reg_weight: float = 1.0
     action_weight: float = 1.0
-    score: Literal["iou", "product"] = "product"
+    score: Literal["iou", "product"] = "iou"
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
