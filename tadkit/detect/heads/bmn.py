@@ -43,7 +43,8 @@ from tadkit.detect.config import BMNConfig
 from tadkit.detect.heads import HEADS
 from tadkit.detect.heads.base import DetectionHead
 from tadkit.detect.layers.boundary_matching import BoundaryMatching
-from tadkit.detect.layers.proposal_map import boundary_labels, iou_map, map_valid, pair_candidates
+from tadkit.detect.layers.proposal_map import (boundary_labels, iou_map, map_valid, pair_candidates,
+                                               proposal_detections)
 from tadkit.detect.layers.sequence import MaskedLSTM
 from tadkit.detect.losses import balanced_bce, sampled_l2
 from tadkit.detect.postprocess import Detections
@@ -142,13 +143,7 @@ class BMN(DetectionHead):
             conf = maps[i][:, entries[:, 0], entries[:, 1]]                            # (2, K)
             mixed = conf[0] * conf[1] if self.cfg.score == "product" else (conf[0] * conf[1]).sqrt()
             scores = start[i, pairs[:, 0]] * end[i, pairs[:, 1]] * mixed
-            keep = scores > min_score
-            pairs, scores = pairs[keep], scores[keep]
-            if topk and topk > 0 and len(scores) > topk:
-                scores, idx = scores.topk(int(topk))
-                pairs = pairs[idx]
-            out.append(Detections(pairs.double().cpu().numpy(), scores.cpu().numpy(),
-                                  torch.zeros(len(scores), dtype=torch.long).numpy()))
+            out.append(proposal_detections(pairs, scores, topk, min_score))
         return out
 
     # ------------------------------------------------------------------ ensembles

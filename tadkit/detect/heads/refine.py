@@ -44,7 +44,7 @@ from tadkit.detect.heads.base import DetectionHead
 from tadkit.detect.layers.align import segment_align
 from tadkit.detect.layers.attention import TransformerEncoder, sinusoidal_embedding
 from tadkit.detect.layers.non_local import NonLocal1d
-from tadkit.detect.layers.proposal_map import cell_overlap
+from tadkit.detect.layers.proposal_map import cell_overlap, proposal_detections
 from tadkit.detect.layers.sequence import MaskedLSTM
 from tadkit.detect.losses import balanced_bce, smooth_l1
 from tadkit.detect.postprocess import Detections
@@ -159,17 +159,9 @@ class RefineNetwork(DetectionHead):
     def decode(self, outputs: dict[str, torch.Tensor], mask: torch.Tensor, topk: int = 2000,
                min_score: float = 0.0) -> list[Detections]:
         """The last module's refined proposals per sample (grid units, label 0)."""
-        out = []
-        for segs, scores, valid in zip(outputs["segments"].float(), outputs["scores"].float(), outputs["valid"]):
-            segs, scores = segs[valid], scores[valid]
-            keep = scores > min_score
-            segs, scores = segs[keep], scores[keep]
-            if topk and topk > 0 and len(scores) > topk:
-                scores, idx = scores.topk(int(topk))
-                segs = segs[idx]
-            out.append(Detections(segs.double().cpu().numpy(), scores.cpu().numpy(),
-                                  torch.zeros(len(scores), dtype=torch.long).numpy()))
-        return out
+        return [proposal_detections(segs[valid], scores[valid], topk, min_score)
+                for segs, scores, valid in zip(outputs["segments"].float(), outputs["scores"].float(),
+                                               outputs["valid"])]
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

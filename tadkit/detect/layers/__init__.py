@@ -29,7 +29,7 @@ from tadkit.detect.layers.boundary_matching import BoundaryMatching, sampling_we
 from tadkit.detect.layers.non_local import NonLocal1d
 from tadkit.detect.layers.peaks import boundary_peaks, peak_pairs
 from tadkit.detect.layers.proposal_map import (boundary_labels, cell_overlap, iou_map, map_segments, map_valid,
-                                               pair_candidates)
+                                               pair_candidates, proposal_detections)
 from tadkit.detect.layers.pyramid import (TemporalPyramid, frame_level_feature, level_centers, level_mask,
                                           pyramid_lengths, refine_top_down)
 from tadkit.detect.layers.sequence import MaskedLSTM, reverse_padded
@@ -39,4 +39,4 @@ __all__ = ["TransformerBlock", "TransformerEncoder", "grid_patches", "sinusoidal
            "frame_level_feature", "level_centers", "level_mask", "pyramid_lengths", "refine_top_down",
            "segment_align", "segment_align_batched", "boundary_peaks", "peak_pairs", "MaskedLSTM",
            "reverse_padded", "BoundaryMatching", "sampling_weights", "NonLocal1d", "boundary_labels",
-           "cell_overlap", "iou_map", "map_segments", "map_valid", "pair_candidates"]
+           "cell_overlap", "iou_map", "map_segments", "map_valid", "pair_candidates", "proposal_detections"]

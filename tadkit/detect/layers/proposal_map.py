@@ -20,7 +20,8 @@ label maps all use this layout, so a start / end pair ``(s, e)`` reads entry
   boundary.
 * :func:`pair_candidates` — boundary-peak start / end pairs of a sample (with
   :func:`~tadkit.detect.layers.peaks.boundary_peaks`) and the map entries they
-  read.
+  read; :func:`proposal_detections` — a sample's scored proposals as
+  class-agnostic :class:`~tadkit.detect.postprocess.Detections` (label 0).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import torch
 
 from tadkit.detect.geometry import segment_iou
 from tadkit.detect.layers.peaks import boundary_peaks, peak_pairs
+from tadkit.detect.postprocess import Detections
 
 
 def map_segments(max_duration: int, length: int, device: torch.device | str | None = None,
@@ -96,4 +98,17 @@ def pair_candidates(start_prob: torch.Tensor, end_prob: torch.Tensor, max_durati
     return pairs, entries
 
 
-__all__ = ["map_segments", "map_valid", "iou_map", "cell_overlap", "boundary_labels", "pair_candidates"]
+def proposal_detections(segments: torch.Tensor, scores: torch.Tensor, topk: int = 0,
+                        min_score: float = 0.0) -> Detections:
+    """Proposals ``(K, 2)`` (grid units) scoring above ``min_score``, the best ``topk`` (0: all), label 0."""
+    keep = scores > min_score
+    segments, scores = segments[keep], scores[keep]
+    if topk and topk > 0 and len(scores) > topk:
+        scores, idx = scores.topk(int(topk))
+        segments = segments[idx]
+    return Detections(segments.double().cpu().numpy(), scores.double().cpu().numpy(),
+                      torch.zeros(len(scores), dtype=torch.long).numpy())
+
+
+__all__ = ["map_segments", "map_valid", "iou_map", "cell_overlap", "boundary_labels", "pair_candidates",
+           "proposal_detections"]
