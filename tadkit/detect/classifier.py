@@ -39,6 +39,9 @@ from tadkit.detect.runs import CLASSIFIER_FILE, RUN_FILE, write_json
 from tadkit.errors import InputError, ProvenanceError
 from tadkit.files import read_json
 
+#: ``run.json`` kinds: one classifier, or a learned ensemble of classifier runs
+KINDS = ("classifier", "classifier-ensemble")
+
 
 @dataclass
 class VideoClassifier:
@@ -106,7 +109,7 @@ def run_probabilities(run: str | os.PathLike, store: Any, pooled: np.ndarray,
     """``[V, C]`` class probabilities of one classifier run (or ensemble run) for ``pooled [V, 2C']`` features."""
     run = Path(run)
     meta = read_classifier_run(run, store)
-    if meta.get("kind") == "classifier-ensemble":
+    if meta.get("kind") == KINDS[1]:
         from tadkit.detect.classifier_ensemble import ensemble_run_probabilities
 
         return ensemble_run_probabilities(meta, store, pooled, class_names)
@@ -126,8 +129,7 @@ def read_classifier_run(run: Path, store: Any = None) -> dict[str, Any]:
 
     meta = read_json(run / RUN_FILE) if (run / RUN_FILE).is_file() else {}
     kind = meta.get("kind")
-    if kind not in ("classifier", "classifier-ensemble") or (kind == "classifier"
-                                                            and not (run / CLASSIFIER_FILE).is_file()):
+    if kind not in KINDS or (kind == KINDS[0] and not (run / CLASSIFIER_FILE).is_file()):
         raise InputError(run, f"not a classifier run (no {RUN_FILE} / {CLASSIFIER_FILE}); make one with "
                          "`tadkit detect classify --out DIR`")
     if store is not None:

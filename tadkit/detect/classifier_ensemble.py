@@ -32,11 +32,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from tadkit.detect.classifier import read_classifier_run, read_pooled, run_probabilities
+from tadkit.detect.classifier import KINDS, read_classifier_run, read_pooled, run_probabilities
 from tadkit.detect.runs import RUN_FILE, write_json
 from tadkit.errors import InputError
 
-KIND = "classifier-ensemble"
+KIND = KINDS[1]
 
 
 def fit_classifier_ensemble(runs: Sequence[str | Path], store: Any, annotations: Any,

@@ -68,7 +68,6 @@ class BMN(DetectionHead):
     """
 
     class_agnostic = True
-    needs: frozenset = frozenset()
 
     def __init__(self, cfg: BMNConfig, in_dim: int, num_classes: int = 1):
         super().__init__()
