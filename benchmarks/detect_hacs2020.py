@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    c0, t0 = time.process_time(), time.perf_counter()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     work = Path(args.work)
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.hacs_videos:
         figures["hacs_format"] = hacs_check(work, hacs)
     figures["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    figures["total_cpu_seconds"] = round(time.process_time() - c0, 1)
+    figures["total_wall_seconds"] = round(time.perf_counter() - t0, 1)
     print_tables(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
@@ -247,6 +250,8 @@ def print_tables(f: dict) -> None:
     print(f"\nclassifier top-1 on validation: {f['classifiers']}")
     if "hacs_format" in f:
         print(f"HACS-format check: {f['hacs_format']}")
+    print(f"whole benchmark: {f['total_cpu_seconds']} s CPU, {f['total_wall_seconds']} s wall, "
+          f"peak RSS {f['peak_rss_gb']} GB")
 
 
 if __name__ == "__main__":
