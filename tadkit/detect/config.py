@@ -140,6 +140,109 @@ class TALMTSConfig:
                min_ioi="[0, 1]", holdout_fraction="[0, 1)", num_workers="[0, inf)", train_stride="[1, inf)",
                infer_stride="[1, inf)", infer_batch_size="[1, inf)", proposals_topk="[1, inf)")
 @dataclass
+class BMNConfig:
+    """Settings of the BMN head (Lin et al.; HACS-2020 variant; ``tadkit/detect/heads/bmn.py``).
+
+    Widths: ``hidden_1d`` (base module, TEM, PEM's 1-D conv), ``hidden_3d``
+    (the BM layer's fused ``(N, 1, 1)`` convolution), ``hidden_2d`` (the map
+    convolutions); ``conv_groups`` groups the base / TEM convolutions.
+    ``lstm_layers`` Bi-LSTM layers in the base module (HACS-2020: 0, 1, 2).
+    Map: ``max_duration`` rows ``D`` (0: the sample length ``T``; entry ``[d,
+    s]`` is the proposal ``[s, s + d]`` in grid units), BM sampling
+    ``num_samples`` bins of ``samples_per_bin`` points over the proposal
+    widened by ``context`` × its length on each side. Labels: boundary regions
+    ``boundary_width`` cells wide; PEM classification positives have IoU >
+    ``cls_iou``; PEM regression samples IoU > ``reg_high`` entries and as
+    many of (``reg_low``, ``reg_high``] and [0, ``reg_low``].
+    ``L = L_tem + reg_weight · L_reg + L_cls``. Proposals: boundary peaks
+    (local maxima or above ``peak_threshold`` × the maximum; ``include_ends``
+    admits the first / last cell), score ``p_s p_e p_c p_r`` (``score:
+    product``) or ``p_s p_e sqrt(p_c p_r)`` (``score: sqrt``).
+    """
+
+    hidden_1d: int = 256
+    hidden_2d: int = 128
+    hidden_3d: int = 512
+    conv_groups: int = 4
+    lstm_layers: int = 0
+    max_duration: int = 0
+    num_samples: int = 32
+    samples_per_bin: int = 3
+    context: float = 0.5
+    boundary_width: float = 3.0
+    cls_iou: float = 0.9
+    reg_high: float = 0.7
+    reg_low: float = 0.3
+    reg_weight: float = 10.0
+    peak_threshold: float = 0.5
+    include_ends: bool = False
+    score: Literal["product", "sqrt"] = "product"
+
+    def __post_init__(self) -> None:
+        if self.lstm_layers < 0 or self.max_duration < 0:
+            raise ValueError("lstm_layers and max_duration must be non-negative")
+        if self.hidden_1d % self.conv_groups:
+            raise ValueError(f"hidden_1d={self.hidden_1d} is not divisible by conv_groups={self.conv_groups}")
+        if self.lstm_layers and self.hidden_1d % 2:
+            raise ValueError(f"a Bi-LSTM base module needs an even hidden_1d, got {self.hidden_1d}")
+        if self.num_samples * self.samples_per_bin < 2:
+            raise ValueError("the BM layer needs num_samples × samples_per_bin >= 2")
+        if not 0.0 <= self.reg_low <= self.reg_high < 1.0:
+            raise ValueError("need 0 <= reg_low <= reg_high < 1")
+
+
+@dataclass
+class RefineConfig:
+    """Settings of the HACS-2020 cascade Refine Network (``tadkit/detect/heads/refine.py``).
+
+    ``len(stage_ious)`` refine modules (the paper: 3 with positive IoU 0.5,
+    0.6, 0.7), each over the video features with ``hidden`` channels.
+    Ablation switches: ``action_score`` (supervised per-cell actionness),
+    ``transformer`` (global encoder of ``transformer_layers`` layers,
+    ``num_heads`` heads, before RoI Align), ``lstm`` (Bi-LSTM over the RoI
+    bins), ``non_local`` (a non-local block over the RoI bins). RoI Align
+    reads ``bins`` bins (``roi_samples`` points each) over the proposal
+    widened by ``roi_context`` × its length on each side; training draws
+    ``train_proposals`` of each video's proposals at random every step (0:
+    all of them). Loss per module:
+    ``iou_weight`` · BCE(IoU) + ``reg_weight`` · Smooth-L1(offsets of the
+    positives) + ``action_weight`` · balanced BCE(actionness). Scores:
+    ``iou`` (the last module's IoU) or ``product`` (× the input proposal's
+    score).
+    """
+
+    hidden: int = 256
+    stage_ious: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7])
+    action_score: bool = True
+    transformer: bool = True
+    transformer_layers: int = 1
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    lstm: bool = True
+    non_local: bool = True
+    bins: int = 16
+    roi_samples: int = 2
+    roi_context: float = 0.25
+    fc_dim: int = 256
+    train_proposals: int = 0
+    iou_weight: float = 1.0
+    reg_weight: float = 1.0
+    action_weight: float = 1.0
+    score: Literal["iou", "product"] = "iou"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.stage_ious or any(not 0.0 < v < 1.0 for v in self.stage_ious):
+            raise ValueError(f"stage_ious must list IoU thresholds in (0, 1), got {self.stage_ious}")
+        if self.transformer and self.hidden % self.num_heads:
+            raise ValueError(f"hidden={self.hidden} is not divisible by num_heads={self.num_heads}")
+        if self.lstm and self.hidden % 2:
+            raise ValueError(f"the RoI Bi-LSTM needs an even hidden, got {self.hidden}")
+        if self.bins < 1 or self.roi_samples < 1 or self.roi_context < 0:
+            raise ValueError("bins and roi_samples must be >= 1 and roi_context >= 0")
+
+
+@dataclass
 class DataConfig:
     """How videos become samples (see :mod:`tadkit.data.datasets`).
 
@@ -282,6 +385,8 @@ class DetectConfig:
     head: str = "mltpn"
     mltpn: MLTPNConfig = field(default_factory=MLTPNConfig)
     talmts: TALMTSConfig = field(default_factory=TALMTSConfig)
+    bmn: BMNConfig = field(default_factory=BMNConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
