@@ -136,9 +136,10 @@ class TALMTSConfig:
             raise ValueError("refine_iou must lie in [0, 1)")
 
 
-@config_ranges(length="[1, inf)", max_length="[1, inf)", train_overlap="[0, 1)", infer_overlap="[0, 1)",
-               min_ioi="[0, 1]", holdout_fraction="[0, 1)", num_workers="[0, inf)", train_stride="[1, inf)",
-               infer_stride="[1, inf)", infer_batch_size="[1, inf)", proposals_topk="[1, inf)")
+@config_ranges(hidden_1d="[1, inf)", hidden_2d="[1, inf)", hidden_3d="[1, inf)", conv_groups="[1, inf)",
+               lstm_layers="[0, inf)", max_duration="[0, inf)", num_samples="[1, inf)", samples_per_bin="[1, inf)",
+               context="[0, inf)", boundary_width="(0, inf)", cls_iou="(0, 1)", reg_high="[0, 1)",
+               reg_low="[0, 1)", reg_weight="[0, inf)", peak_threshold="[0, 1]")
 @dataclass
 class BMNConfig:
     """Settings of the BMN head (Lin et al.; HACS-2020 variant; ``tadkit/detect/heads/bmn.py``).
@@ -191,6 +192,10 @@ class BMNConfig:
             raise ValueError("need 0 <= reg_low <= reg_high < 1")
 
 
+@config_ranges(hidden="[1, inf)", stage_ious="(0, 1)", transformer_layers="[1, inf)", num_heads="[1, inf)",
+               mlp_ratio="(0, inf)", bins="[1, inf)", roi_samples="[1, inf)", roi_context="[0, inf)",
+               fc_dim="[1, inf)", train_proposals="[0, inf)", iou_weight="[0, inf)", reg_weight="[0, inf)",
+               action_weight="[0, inf)", dropout="[0, 1)")
 @dataclass
 class RefineConfig:
     """Settings of the HACS-2020 cascade Refine Network (``tadkit/detect/heads/refine.py``).
@@ -242,6 +247,9 @@ class RefineConfig:
             raise ValueError("bins and roi_samples must be >= 1 and roi_context >= 0")
 
 
+@config_ranges(length="[1, inf)", max_length="[1, inf)", train_overlap="[0, 1)", infer_overlap="[0, 1)",
+               min_ioi="[0, 1]", holdout_fraction="[0, 1)", num_workers="[0, inf)", train_stride="[1, inf)",
+               infer_stride="[1, inf)", infer_batch_size="[1, inf)", proposals_topk="[1, inf)")
 @dataclass
 class DataConfig:
     """How videos become samples (see :mod:`tadkit.data.datasets`).
