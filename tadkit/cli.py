@@ -6,7 +6,8 @@ imported lazily, so ``tadkit --help`` stays fast and a stage's heavy imports
 
 Expected problems raise :class:`tadkit.errors.TadkitError` (or a click usage
 error); :func:`main` prints them as one ``error: ...`` line and exits non-zero.
-``--debug`` re-raises them with their traceback.
+``--debug`` (accepted anywhere before ``--``) re-raises them with their traceback; usage
+errors stay one line.
 """
 from __future__ import annotations
 
@@ -29,7 +30,22 @@ STAGE_COMMANDS: dict[str, str] = {
 }
 
 
-class _LazyGroup(click.Group):
+class HelpGroup(click.Group):
+    """A click group whose command list shows each command's whole first sentence (wrapped to
+    the terminal), never cut short with "..."."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _LazyGroup(HelpGroup):
     """A click group whose stage commands are imported when first used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -55,7 +71,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=True))
-@click.option("--json", "as_json", is_flag=True, help="Print provenance and shapes as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print provenance, shapes and time ranges as JSON.")
 @click.option("--limit", type=int, default=20, show_default=True,
               help="Videos listed in the text view (all are in --json).")
 def info(path: str, as_json: bool, limit: int) -> None:
@@ -63,24 +79,26 @@ def info(path: str, as_json: bool, limit: int) -> None:
 
     Every array is listed with its shape; snippet features, the spatial grid
     and each level with the time range (seconds) of their first and last step.
+    Video files that fail their check (damaged, from another store, ...) are
+    listed with the reason, as are the videos extraction could not process.
     """
     from tadkit.data.features import FeatureStore
 
     store = FeatureStore.open(path)
     summary = store.summary()
     if as_json:
-        summary["time_ranges"] = {vid: _time_ranges(store, vid) for vid in summary["videos"]}
         click.echo(json.dumps(summary, indent=2))
         return
     prov = summary["provenance"]
     click.echo(f"feature store: {store.root}")
     for key in ("backbone", "streams", "feature_dim", "fps", "clip_len", "stride",
                 "weights", "preprocessing", "extras", "tadkit_version", "format_version"):
-        click.echo(f"  {key:15s} {prov.get(key)}")
+        for line in _tree_lines(key, prov.get(key), "  "):
+            click.echo(line)
     videos = summary["videos"]
     click.echo(f"  videos          {len(videos)}")
     for vid, shapes in list(videos.items())[:limit]:
-        ranges = _time_ranges(store, vid)
+        ranges = summary["time_ranges"][vid]
         parts = [f"{k}={tuple(v) if isinstance(v, list) else v}"
                  + (f" {ranges[k][0]:.3f}-{ranges[k][1]:.3f} s" if k in ranges else "")
                  for k, v in shapes.items()]
@@ -92,43 +110,34 @@ def info(path: str, as_json: bool, limit: int) -> None:
                 click.echo(f"      {part}")
     if len(videos) > limit:
         click.echo(f"    ... {len(videos) - limit} more (use --json for all)")
-    if summary["failures"]:
-        click.echo(f"  failed videos   {len(summary['failures'])}")
-        for vid, reason in list(summary["failures"].items())[:limit]:
-            click.echo(f"    {vid}: {reason}")
+    for key, title in (("unreadable", "unreadable     "), ("failures", "failed videos  ")):
+        if summary[key]:
+            click.echo(f"  {title} {len(summary[key])}")
+            for vid, reason in list(summary[key].items())[:limit]:
+                click.echo(f"    {vid}: {reason}")
 
 
-def _time_ranges(store, video_id: str) -> dict[str, list[float]]:
-    """``{array: [first, last]}`` step times in seconds of one video's arrays
-    (``features`` and ``spatial_grid`` share the snippet times; ``levels/<name>`` have their own)."""
-    import h5py
-
-    from tadkit.errors import InputError
-
-    path = store.path_of(video_id)
-    out: dict[str, list[float]] = {}
-    try:
-        with h5py.File(path, "r") as f:
-            times = f["times"]
-            if len(times):
-                span = [float(times[0]), float(times[-1])]
-                out["features"] = span
-                if "spatial_grid" in f:
-                    out["spatial_grid"] = span
-            for key in f.get("levels", {}):
-                g = f["levels"][key]
-                t = g["times"]
-                if len(t):
-                    out[f"levels/{g.attrs['name']}"] = [float(t[0]), float(t[-1])]
-    except (OSError, KeyError) as exc:
-        raise InputError(path, f"unreadable video features ({exc})") from None
-    return out
+def _tree_lines(key: str, value: object, indent: str, list_items: int = 6) -> list[str]:
+    """``key value`` on one line, or, for a non-empty mapping, ``key`` and its entries indented
+    below (recursively); long lists show their first ``list_items`` items and their length."""
+    if isinstance(value, dict) and value:
+        lines = [f"{indent}{key}"]
+        for k, v in value.items():
+            lines += _tree_lines(str(k), v, indent + "  ", list_items)
+        return lines
+    if isinstance(value, list) and len(value) > list_items:
+        shown = ", ".join(str(v) for v in value[:list_items])
+        value = f"[{shown}, ...] ({len(value)} items)"
+    elif isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    width = max(1, 17 - len(indent))
+    return [f"{indent}{key:{width}s} {value}"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tadkit`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args
+    args, debug = _hoist_debug(args)
     try:
         result = cli.main(args=args, prog_name="tadkit", standalone_mode=False)
         # A command that raises click.exceptions.Exit(code) (e.g. extract's exit 3 when some videos
@@ -137,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             return result
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # plain `tadkit`, `tadkit detect`, ...
+        click.echo(exc.ctx.get_help())
+        return 0
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         return 130
-    except click.ClickException as exc:
-        if debug:
-            raise
+    except click.ClickException as exc:  # a usage error: one line, even with --debug
         click.echo(f"error: {_one_line(exc.format_message())}", err=True)
         return exc.exit_code
     except (TadkitError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
@@ -154,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("error: interrupted", err=True)
         return 130
     return 0
+
+
+def _hoist_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Accept ``--debug`` anywhere before ``--`` (e.g. after a sub-command): it becomes the
+    group's option. Returns the arguments and whether it was given."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    debug = len(head) < end
+    return (["--debug"] if debug else []) + head + args[end:], debug
 
 
 def _one_line(message: str) -> str:
