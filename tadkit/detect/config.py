@@ -94,7 +94,10 @@ class TALMTSConfig:
     feature (AFSD: ¼, 1/10, one cell); the quality ``ε`` is predicted from the
     ``quality_branch`` (``loc``, as AFSD, or ``cls``). Loss (eq. 7): ``alpha``
     weighs the localisation terms, ``beta`` the quality BCE; refinement
-    positives have coarse tIoU > ``refine_iou``.
+    positives have coarse tIoU > ``refine_iou``. ``stored_levels``: the lowest
+    pyramid levels are the stored backbone levels ``data.levels`` names
+    (finest first; the paper: I3D Mixed_4f and Mixed_5c) instead of strided
+    convs over the snippet features.
     """
 
     dim: int = 512
@@ -103,6 +106,7 @@ class TALMTSConfig:
     rfp: bool = True
     stt: bool = True
     fsa: bool = True
+    stored_levels: bool = False
     grid_size: int = 0
     grid_dim: int = 0
     patch_size: int = 1

@@ -71,6 +71,8 @@ KEY_HELP: dict[str, str] = {
     "talmts.rfp": "Ablation switch: top-down refinement of the pyramid (RFP).",
     "talmts.stt": "Ablation switch: the spatial-temporal transformer feeding classification (STT).",
     "talmts.fsa": "Ablation switch: frame-level patch self-attention feeding refinement (FSA).",
+    "talmts.stored_levels": "Build the lowest pyramid levels from the stored levels data.levels names (finest "
+                            "first; the paper: [Mixed_4f, Mixed_5c]), resampled onto the levels' cells.",
     "talmts.grid_size": "Side g of the features' per-snippet spatial grid (tadkit extract --spatial-grid); "
                         "0: no grid, one token per snippet.",
     "talmts.grid_dim": "Channels of the spatial grid; 0: the feature dim.",

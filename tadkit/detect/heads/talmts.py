@@ -2,9 +2,11 @@
 
 An anchor-free, coarse-to-fine detector over offline snippet features::
 
-    features (B, C_in, T) [+ grid (B, T, g, g, C_g)]
+    features (B, C_in, T) [+ grid (B, T, g, g, C_g)] [+ stored levels]
       RFP  strided-conv pyramid, num_levels levels of dim channels, strides
-           first_stride·2^l; top-down refinement: nearest upsample + add (no
+           first_stride·2^l (with ``stored_levels``: the lowest levels are
+           stored backbone levels, e.g. I3D Mixed_4f / Mixed_5c, resampled
+           onto the cells); top-down refinement: nearest upsample + add (no
            parameters)                                              f_l  (B, dim, T_l)
            frame-level f_a^c = linear interpolation of level 0 to T  (B, dim, T)
       STT  spatial transformer over each snippet's grid tokens, mean over
@@ -53,11 +55,11 @@ from torch import nn
 from tadkit.detect.config import TALMTSConfig
 from tadkit.detect.geometry import segment_iou
 from tadkit.detect.heads import HEADS
-from tadkit.detect.heads.base import DetectionHead
+from tadkit.detect.heads.base import DetectionHead, InputInfo, LevelInput
 from tadkit.detect.layers.attention import TransformerEncoder, grid_patches, sinusoidal_embedding
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions
-from tadkit.detect.layers.pyramid import (ConvNormReLU, TemporalPyramid, frame_level_feature, level_centers,
-                                          level_mask, num_groups, refine_top_down, to_level_cells)
+from tadkit.detect.layers.pyramid import (ConvNormReLU, StoredLevelPyramid, TemporalPyramid, frame_level_feature,
+                                          level_centers, level_mask, num_groups, refine_top_down, to_level_cells)
 from tadkit.detect.layers.targets import instance_classes
 from tadkit.detect.losses import giou_loss, sigmoid_focal_loss, smooth_l1
 from tadkit.detect.postprocess import Detections
@@ -67,9 +69,22 @@ MAX_LOG_DISTANCE = 8.0  # coarse distances are at most e^8 level strides
 
 
 @HEADS.register("talmts")
-def build_talmts(cfg: TALMTSConfig, in_dim: int, num_classes: int) -> "TALMTS":
-    """Registry builder: ``TALMTS(cfg, in_dim, num_classes)``."""
-    return TALMTS(cfg, in_dim, num_classes)
+def build_talmts(cfg: TALMTSConfig, in_dim: int, num_classes: int, inputs: InputInfo | None = None) -> "TALMTS":
+    """Registry builder: ``TALMTS(cfg, in_dim, num_classes)``, with the channels of the ``data.levels``
+    when ``cfg.stored_levels`` (errors name the keys to change)."""
+    names = inputs.level_names if inputs is not None else ()
+    if not cfg.stored_levels:
+        if names:
+            raise ConfigError(f"data.levels names {', '.join(names)} but talmts.stored_levels is false, so TAL-MTS "
+                              "would not read them: set talmts.stored_levels=true or data.levels=[]")
+        return TALMTS(cfg, in_dim, num_classes)
+    if not names:
+        raise ConfigError("talmts.stored_levels needs data.levels: the stored levels that become the lowest pyramid "
+                          "levels, finest first (e.g. [Mixed_4f, Mixed_5c]; extract with --levels)")
+    if len(names) > cfg.num_levels:
+        raise ConfigError(f"data.levels names {len(names)} levels, at most talmts.num_levels={cfg.num_levels} "
+                          "can be stored ones")
+    return TALMTS(cfg, in_dim, num_classes, level_dims=inputs.level_dims)
 
 
 class TALMTS(DetectionHead):
@@ -80,9 +95,11 @@ class TALMTS(DetectionHead):
     [N]`` (input grid units), ``valid (B, N)``, ``coarse_segments (B, N, 2)``,
     ``coarse_logits (B, N, C)``, ``offsets (B, N, 2)`` (refined Δ in half
     coarse lengths), ``refined_logits (B, N, C)``, ``quality_logits (B, N)``.
+    ``level_dims`` (the channels of the stored levels, finest first) builds
+    the lowest pyramid levels from stored levels (``forward(..., levels=...)``).
     """
 
-    def __init__(self, cfg: TALMTSConfig, in_dim: int, num_classes: int):
+    def __init__(self, cfg: TALMTSConfig, in_dim: int, num_classes: int, level_dims: Sequence[int] = ()):
         super().__init__()
         if num_classes < 1:
             raise ValueError("TAL-MTS needs at least one action class")
@@ -91,7 +108,9 @@ class TALMTS(DetectionHead):
         self.num_classes = num_classes
         self.stride = cfg.first_stride * 2 ** (cfg.num_levels - 1)
         grid_dim = cfg.grid_dim or in_dim
-        self.pyramid = TemporalPyramid(in_dim, cfg.dim, cfg.num_levels, cfg.first_stride)
+        self.pyramid: TemporalPyramid | StoredLevelPyramid = (
+            StoredLevelPyramid(level_dims, cfg.dim, cfg.num_levels, cfg.first_stride) if level_dims
+            else TemporalPyramid(in_dim, cfg.dim, cfg.num_levels, cfg.first_stride))
         self.stt = SpatialTemporalTransformer(in_dim, grid_dim, cfg) if cfg.stt else None
         self.stt_pyramid = (TemporalPyramid(cfg.stt_dim, cfg.dim, cfg.num_levels, cfg.first_stride)
                             if cfg.stt else None)
@@ -110,13 +129,19 @@ class TALMTS(DetectionHead):
 
     @property
     def needs(self) -> frozenset[str]:
-        """The spatial modules read per-snippet grids (``grid_size > 0`` and STT or FSA on)."""
-        return frozenset({"grid"}) if self.cfg.grid_size > 0 and (self.cfg.stt or self.cfg.fsa) else frozenset()
+        """``grid`` when the spatial modules read per-snippet grids (``grid_size > 0`` and STT or FSA on),
+        ``levels`` when the pyramid starts from stored levels."""
+        out = {"levels"} if isinstance(self.pyramid, StoredLevelPyramid) else set()
+        if self.cfg.grid_size > 0 and (self.cfg.stt or self.cfg.fsa):
+            out.add("grid")
+        return frozenset(out)
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None,
-                grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``features (B, C_in, T)``, ``mask (B, T)``, optional ``grid (B, T, g, g, C_g)``.
+                grid: torch.Tensor | None = None,
+                levels: Sequence[LevelInput] | None = None) -> dict[str, torch.Tensor]:
+        """``features (B, C_in, T)``, ``mask (B, T)``, optional ``grid (B, T, g, g, C_g)``; ``levels`` (one
+        :class:`LevelInput` per stored level, positions in snippet-grid units) when built with ``level_dims``.
 
         ``mask`` is True on real snippets, which come first in every row
         (padding at the end, as :func:`tadkit.data.datasets.collate` makes);
@@ -132,7 +157,10 @@ class TALMTS(DetectionHead):
         grid = self._check_grid(grid, features)
         features = features * mask[:, None, :].to(features.dtype)
 
-        levels = self.pyramid(features, mask)                                  # RFP
+        if isinstance(self.pyramid, StoredLevelPyramid):                       # RFP
+            levels = self.pyramid(levels or [], mask)                         # the stored levels become f_l
+        else:
+            levels = self.pyramid(features, mask)
         strides = self.pyramid.strides
         lengths = [f.shape[-1] for f in levels]
         lmasks = [level_mask(mask, n, s) for n, s in zip(lengths, strides)]
@@ -230,7 +258,8 @@ class TALMTS(DetectionHead):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(strides=self.pyramid.strides, rfp=self.cfg.rfp, stt=self.cfg.stt, fsa=self.cfg.fsa,
-                    spatial_tokens=(self.cfg.grid_size or 1) ** 2)
+                    spatial_tokens=(self.cfg.grid_size or 1) ** 2,
+                    stored_levels=list(getattr(self.pyramid, "level_dims", ())))
         return info
 
     def _check_grid(self, grid: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor | None:
