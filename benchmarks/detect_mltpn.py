@@ -109,6 +109,8 @@ def add_common_arguments(ap: argparse.ArgumentParser, default_config: Path) -> N
     ap.add_argument("--clip-len", type=int, default=16, help="frames per synthetic snippet")
     ap.add_argument("--stride", type=int, default=8, help="frames between synthetic snippets")
     ap.add_argument("--fps", type=float, default=None, help="sample fps (default: each video's own)")
+    ap.add_argument("--levels", default=None,
+                    help="also store synthetic backbone levels, steps per snippet (e.g. 2,1: levels x2, x1)")
     ap.add_argument("--baseline", action="store_true", help="also train and score the linear baseline")
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared CPU)")
@@ -121,11 +123,13 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     fps = "own" if args.fps is None else f"{args.fps:g}"
-    feats = work / f"feats_d{args.feature_dim}_c{args.clip_len}_s{args.stride}_fps{fps}"
+    levels = f"_levels{args.levels.replace(',', '-')}" if args.levels else ""
+    feats = work / f"feats_d{args.feature_dim}_c{args.clip_len}_s{args.stride}_fps{fps}{levels}"
     cmd = ["data", "synth-features", "--annotations", args.annotations, "--subset", "validation,test",
            "--out", str(feats), "--feature-dim", str(args.feature_dim), "--clip-len", str(args.clip_len),
            "--stride", str(args.stride)]
-    run_tadkit("synthetic features", cmd + ([] if args.fps is None else ["--fps", str(args.fps)]))
+    cmd += ([] if args.fps is None else ["--fps", str(args.fps)]) + (["--levels", args.levels] if args.levels else [])
+    run_tadkit("synthetic features", cmd)
     return work, feats
 
 

@@ -16,7 +16,10 @@ architecture widths are overridden (``CPU_WIDTH``): optimiser, schedule, data
 windows, epochs and post-processing are the config's (``--config``, default
 ``configs/talmts/thumos14.yaml``). ``--paper-epochs N`` also trains the full
 model with the paper's settings (``thumos14_paper.yaml`` next to the config)
-for N epochs, for the learning curves.
+for N epochs, for the learning curves. ``--levels 2,1 --stored-levels x2,x1``
+adds synthetic backbone levels to the features and trains every variant a
+second time with its lowest pyramid levels built from them
+(``talmts.stored_levels``, issue 13 item 7).
 
 Prints the figures as JSON (``--json`` writes them) and the mAP table as
 markdown. Usage::
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--paper-epochs", type=int, default=0,
                     help="also train the full model this many epochs with the config's _paper sibling")
     ap.add_argument("--mltpn-json", default=None, help="figures of benchmarks/detect_mltpn.py --json")
+    ap.add_argument("--stored-levels", action="append", default=[],
+                    help="also train every variant with talmts.stored_levels on these data.levels, finest first "
+                         "(e.g. x2,x1 with --levels 2,1); repeat for several sets")
     args = ap.parse_args(argv)
     work, feats = prepare(args)
     width = [] if args.full_width else CPU_WIDTH
@@ -75,6 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
             sys.exit(f"unknown variant {name!r} (choose from {', '.join(VARIANTS)})")
         overrides = width + HOUSEKEEPING + epoch_overrides(args) + VARIANTS[name] + args.overrides
         rows[name] = _run(args, work, feats, args.config, _slug(f"{args.tag} {name}"), overrides)
+        for levels in args.stored_levels:
+            stored = ["talmts.stored_levels=true", f"data.levels=[{levels}]"]
+            rows[f"{name}, stored levels {levels}"] = _run(
+                args, work, feats, args.config, _slug(f"{args.tag} {name} levels {levels}"), overrides + stored)
     if args.paper_epochs:
         paper = args.config.with_name(f"{args.config.stem}_paper.yaml")
         overrides = width + HOUSEKEEPING + [f"train.epochs={args.paper_epochs}"] + args.overrides
