@@ -14,10 +14,15 @@ subset chosen (a file without subsets is evaluated whole, with a note), no
 clipping to durations, and inverted ground truth is an error.
 
 Predictions (:func:`load_predictions`): the official results JSON and CSV
-``video,start,end,label,score`` (``label`` may be absent for proposals). The
-JSON is parsed with orjson when it is installed (the standard library
-otherwise) and turned into arrays without a Python loop per entry; any doubt
-re-reads entry by entry, which names the first offending entry.
+``video,start,end,label,score`` (``label`` may be absent for proposals). A
+results JSON is decoded by msgspec straight into typed entries (two numbers
+per segment, a number per score, a string or nothing per label), which checks
+the types while it parses; the columns are then built without a Python loop
+per entry. A file the typed decoder refuses (or msgspec missing) takes the
+general path: the file parsed as plain JSON (:func:`tadkit.files.read_json`),
+columns in bulk when the entries are well formed, else entry by entry, which
+names the first offending entry. Both paths give the same arrays and the same
+messages.
 
 Policy for bad input (also in ``docs/evaluation.md``):
 
@@ -37,8 +42,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import itemgetter, methodcaller
+from itertools import chain, count
+from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -51,7 +56,12 @@ from tadkit.data.formats.table import objects
 from tadkit.data.formats.thumos import read_segment_lines
 from tadkit.errors import InputError
 from tadkit.evaluate.arrays import member
-from tadkit.files import gc_paused, read_json, read_text
+from tadkit.files import BOM, gc_paused, read_json, read_text
+
+try:  # typed decoding of results files; without it the general path reads them, slower
+    import msgspec
+except ImportError:  # pragma: no cover
+    msgspec = None
 
 AMBIGUOUS_LABEL = "Ambiguous"
 
@@ -258,56 +268,120 @@ def load_predictions(path: str | Path, require_label: bool = True,
     if path.suffix.lower() in (".csv", ".tsv"):
         preds, where = _read_pred_csv(path, require_label)
     else:
-        data = read_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-            raise InputError(path, "not a results file: expected a JSON object with a 'results' "
-                                   "key mapping video ids to lists of {'segment', 'score'"
-                                   + (", 'label'" if require_label else "") + "}")
-        results = data["results"]
+        # the parsed file is built and freed with the collector paused: no collection
+        # ever walks its millions of objects (see tadkit.files.gc_paused)
         with gc_paused():
-            preds = _fast_results(path, results, require_label)
-        where = _entry_locator(results)
-        if preds is None:
-            preds, where = _checked_results(path, results, require_label)
+            preds, where = (_typed_results(path, require_label)
+                            or _general_results(path, require_label))
     _check_predictions(preds, where, reject_inverted)
     return preds
 
 
-def _fast_results(path: Path, results: dict, require_label: bool) -> Predictions | None:
-    """Columns of a well-formed results dict without a Python loop per entry (``map``
-    and ``itemgetter`` run in C); None at the first doubt."""
-    lists = list(results.values())
-    if not all(type(x) is list for x in lists):
+if msgspec is not None:
+    class _Entry(msgspec.Struct, gc=False):
+        """One entry of a results file as the typed decoder reads it (other keys skipped)."""
+
+        segment: tuple[float, float]
+        score: int | float
+        label: str | None = None
+
+    class _ResultsFile(msgspec.Struct, gc=False):
+        """An official results file: only ``results`` is read (``version`` etc. skipped)."""
+
+        results: dict[str, list[_Entry]]
+
+    _RESULTS_DECODER = msgspec.json.Decoder(_ResultsFile)
+
+
+def _typed_results(path: Path, require_label: bool):
+    """``(Predictions, locator)`` of a results JSON decoded by msgspec into typed
+    entries; None when msgspec is missing or refuses the file or anything is in
+    doubt (the general path then reads it, and names what is wrong)."""
+    if msgspec is None:
         return None
-    entries = list(chain.from_iterable(lists))
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        results = _RESULTS_DECODER.decode(memoryview(data)[len(BOM):] if data.startswith(BOM)
+                                          else data).results
+    except (msgspec.DecodeError, ValueError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    del data
+    entries = list(chain.from_iterable(results.values()))
+    return _columns(path, results, chain.from_iterable(map(attrgetter("segment"), entries)),
+                    list(map(attrgetter("score"), entries)), map(attrgetter("label"), entries),
+                    require_label)
+
+
+def _general_results(path: Path, require_label: bool):
+    """``(Predictions, locator)`` of a results JSON parsed as plain JSON: columns in
+    bulk when every entry is well formed, else entry by entry (which raises at the
+    first malformed one)."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise InputError(path, "not a results file: expected a JSON object with a 'results' "
+                               "key mapping video ids to lists of {'segment', 'score'"
+                               + (", 'label'" if require_label else "") + "}")
+    results = data["results"]
+    return _fast_results(path, results, require_label) or _checked_results(path, results,
+                                                                           require_label)
+
+
+def _fast_results(path: Path, results: dict, require_label: bool):
+    """Columns of a well-formed plain-JSON results dict without a Python loop per
+    entry (``map`` and ``itemgetter`` run in C); None at the first doubt."""
+    if not all(type(x) is list for x in results.values()):
+        return None
+    entries = list(chain.from_iterable(results.values()))
     try:  # entries that are not objects, or lack a key, raise here
         segs = list(map(itemgetter("segment"), entries))
         scores = list(map(itemgetter("score"), entries))
         labels = list(map(itemgetter("label") if require_label else methodcaller("get", "label"),
                           entries))
-        # two numbers per segment: a list of another length, a string or an object fails one test
-        ok = not entries or (set(map(len, segs)) == {2}
-                             and set(map(type, chain.from_iterable(segs))) <= {int, float}
-                             and set(map(type, scores)) <= {int, float})
     except (KeyError, TypeError, AttributeError):
         return None
-    if not ok:
+    # two numbers per segment: a list of another length, a string or an object fails one test
+    if entries and not (set(map(len, segs)) == {2}
+                        and set(map(type, chain.from_iterable(segs))) <= {int, float}
+                        and set(map(type, scores)) <= {int, float}):
         return None
-    distinct = set(labels)
-    label_types = set(map(type, distinct))
-    if not label_types <= ({str, int} if require_label else {str, int, type(None)}) or \
-            any(type(x) is str and not x.strip() for x in distinct):
+    return _columns(path, results, chain.from_iterable(segs), scores, labels, require_label)
+
+
+def _columns(path: Path, results: dict, flat_segments: Iterable, scores: list, labels: Iterable,
+             require_label: bool):
+    """``(Predictions, locator)`` from a results dict's entries in file order:
+    ``flat_segments`` start, end, start, ... (numbers), ``scores`` (ints or floats),
+    ``labels`` (anything: checked here). None when a label is not a non-empty
+    string or an integer class id (``None`` allowed unless ``require_label``), or
+    a segment overflows a float."""
+    n = len(scores)
+    # class codes in first-seen order, by one dictionary pass (labels repeat: few distinct)
+    first: dict = {}
+    sparse = np.fromiter(map(first.setdefault, labels, count()), dtype=np.int64, count=n)
+    names = list(first)
+    allowed = (str, int) if require_label else (str, int, type(None))
+    if any(type(x) not in allowed or (type(x) is str and not x.strip()) for x in names):
         return None
-    if int in label_types:
-        labels = [str(x) if type(x) is int else x for x in labels]
-    se = np.fromiter(chain.from_iterable(segs), dtype=np.float64, count=2 * len(segs)).reshape(-1, 2)
-    counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    video = np.repeat(objects([str(v) for v in results]), counts)
+    try:
+        se = np.fromiter(flat_segments, dtype=np.float64, count=2 * n).reshape(n, 2)
+    except OverflowError:           # an integer beyond a float's range
+        return None
     label = None
-    if not entries or label_types - {type(None)}:      # proposals: entries without a label get ""
-        label = objects(labels if type(None) not in label_types else ["" if x is None else x for x in labels])
-    return Predictions(video, se[:, 0].copy(), se[:, 1].copy(), label, _score_array(scores),
-                       str(path))
+    if names != [None]:             # entries without a label (proposals) read as ""
+        code = np.zeros(n, dtype=np.int64)
+        code[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = np.arange(len(first))
+        label = objects(["" if x is None else str(x) for x in names])[code[sparse]]
+    score = np.array(scores)        # int64 if every score is an int, float64 if any is a float
+    if score.dtype not in (np.int64, np.float64):
+        score = _score_array(scores)
+    counts = np.fromiter(map(len, results.values()), dtype=np.int64, count=len(results))
+    videos = list(results)
+    video = np.repeat(objects(videos), counts)
+    return (Predictions(video, se[:, 0].copy(), se[:, 1].copy(), label, score, str(path)),
+            _entry_locator(videos, counts))
 
 
 def _checked_results(path: Path, results: dict, require_label: bool):
@@ -326,14 +400,13 @@ def _checked_results(path: Path, results: dict, require_label: bool):
     return _from_rows(path, rows, scores), places.__getitem__
 
 
-def _entry_locator(results: dict) -> Callable[[int], str]:
+def _entry_locator(videos: list[str], counts: np.ndarray) -> Callable[[int], str]:
     """Maps a flat entry index back to ``results[video][k]`` (only used for messages)."""
+    ends = np.cumsum(counts)
+
     def where(i: int) -> str:
-        for vid, entries in results.items():
-            if i < len(entries):
-                return f"results[{vid!r}][{i}]"
-            i -= len(entries)
-        return f"entry {i}"
+        v = int(np.searchsorted(ends, i, side="right"))
+        return f"results[{videos[v]!r}][{i - int(ends[v] - counts[v])}]"
     return where
 
 

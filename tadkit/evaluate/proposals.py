@@ -34,6 +34,7 @@ import numpy as np
 from tadkit.errors import InputError
 from tadkit.evaluate.detection import ANET_TIOU, check_thresholds, segment_tiou
 from tadkit.evaluate.align import Alignment, align
+from tadkit.evaluate.arrays import distinct, encode
 from tadkit.evaluate.io import GroundTruth, Predictions
 
 #: the THUMOS14 proposal convention's fixed proposal numbers per video.
@@ -99,10 +100,8 @@ def evaluate_proposals(gt: GroundTruth, proposals: Predictions,
         raise InputError(gt.source, "no ground-truth instances to evaluate")
     if len(proposals) == 0:
         raise InputError(proposals.source, "no proposals to evaluate")
-    videos = list(dict.fromkeys(gt.video.tolist()))
-    index = {v: i for i, v in enumerate(videos)}
-    gv = np.array([index[v] for v in gt.video.tolist()], dtype=np.int64)
-    pv = np.array([index.get(v, -1) for v in proposals.video.tolist()], dtype=np.int64)
+    videos = distinct(gt.video)
+    gv, pv = encode(videos, gt.video), encode(videos, proposals.video)
     curve = average_recall_curve(gv, gt.start, gt.end, pv, proposals.start, proposals.end,
                                  proposals.score, len(videos), thresholds,
                                  max_avg_nr_proposals, recall_at, source=proposals.source)
@@ -167,19 +166,19 @@ def average_recall_curve(gt_video: np.ndarray, gt_start: np.ndarray, gt_end: np.
 # --------------------------------------------------------------------------- helpers
 def _rank_by_video(video: np.ndarray, score: np.ndarray, V: int):
     """Permutation grouping by video (code order) and ranking each video's proposals
-    as ``np.argsort(scores)[::-1]`` over its scores in file order; plus counts (V,)."""
+    as ``np.argsort(scores)[::-1]`` over its scores in file order; plus counts (V,).
+
+    Videos with the same number of proposals are ranked by one ``np.argsort``
+    along the rows of a (videos, n) matrix: numpy sorts each row with the very
+    routine (and tie order) a 1-d call on that row uses."""
     counts = np.bincount(video, minlength=V)
-    if len(video) == 0:
-        return np.zeros(0, dtype=np.int64), counts
-    order = np.lexsort((-score, video))                     # by video, then descending score
-    sv, ss = video[order], score[order]
-    tied = (sv[1:] == sv[:-1]) & (ss[1:] == ss[:-1])
-    if tied.any():
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        by_video = np.argsort(video, kind="stable")          # file order inside each video
-        for v in np.unique(sv[1:][tied]).tolist():
-            seg = by_video[bounds[v]:bounds[v + 1]]
-            order[bounds[v]:bounds[v + 1]] = seg[score[seg].argsort()[::-1]]
+    order = np.argsort(video, kind="stable")                # file order inside each video
+    first = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    for n in np.unique(counts[counts > 1]).tolist():
+        slots = first[counts == n][:, None] + np.arange(n)  # (videos, n) positions in order
+        rows = order[slots]
+        ranked = np.argsort(score[rows], axis=1)[:, ::-1]
+        order[slots] = np.take_along_axis(rows, ranked, axis=1)
     return order, counts
 
 
