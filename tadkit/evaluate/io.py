@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from itertools import chain, count
 from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal, Optional, Sequence, Union
 
 import numpy as np
 
@@ -257,12 +257,16 @@ def load_video_list(path: str | Path) -> list[str]:
 
 # --------------------------------------------------------------------------- predictions
 def load_predictions(path: str | Path, require_label: bool = True,
-                     reject_inverted: bool = False) -> Predictions:
+                     reject_inverted: bool = False, classes: Sequence[str] | None = None
+                     ) -> Predictions:
     """Read an official results JSON or a CSV ``video,start,end,label,score``.
 
     ``require_label=False`` (proposals) lets entries go without a label.
     ``reject_inverted``: an inverted segment (end < start) is an error instead
-    of being scored as the official code scores it.
+    of being scored as the official code scores it. ``classes``: the class names
+    the labels are expected to be (the ground truth's): a results JSON whose
+    labels are all among them decodes faster; any other label is read all the
+    same (only slower).
     """
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
@@ -271,29 +275,13 @@ def load_predictions(path: str | Path, require_label: bool = True,
         # the parsed file is built and freed with the collector paused: no collection
         # ever walks its millions of objects (see tadkit.files.gc_paused)
         with gc_paused():
-            preds, where = (_typed_results(path, require_label)
+            preds, where = (_typed_results(path, require_label, classes)
                             or _general_results(path, require_label))
     _check_predictions(preds, where, reject_inverted)
     return preds
 
 
-if msgspec is not None:
-    class _Entry(msgspec.Struct, gc=False):
-        """One entry of a results file as the typed decoder reads it (other keys skipped)."""
-
-        segment: tuple[float, float]
-        score: int | float
-        label: str | None = None
-
-    class _ResultsFile(msgspec.Struct, gc=False):
-        """An official results file: only ``results`` is read (``version`` etc. skipped)."""
-
-        results: dict[str, list[_Entry]]
-
-    _RESULTS_DECODER = msgspec.json.Decoder(_ResultsFile)
-
-
-def _typed_results(path: Path, require_label: bool):
+def _typed_results(path: Path, require_label: bool, classes: Sequence[str] | None = None):
     """``(Predictions, locator)`` of a results JSON decoded by msgspec into typed
     entries; None when msgspec is missing or refuses the file or anything is in
     doubt (the general path then reads it, and names what is wrong)."""
@@ -303,16 +291,37 @@ def _typed_results(path: Path, require_label: bool):
         data = path.read_bytes()
     except OSError:
         return None
-    try:
-        results = _RESULTS_DECODER.decode(memoryview(data)[len(BOM):] if data.startswith(BOM)
-                                          else data).results
-    except (msgspec.DecodeError, ValueError, RecursionError):  # ValidationError is a DecodeError
+    view = memoryview(data)[len(BOM):] if data.startswith(BOM) else data
+    results = None
+    for labels in ([tuple(dict.fromkeys(classes))] if classes else []) + [None]:
+        try:
+            results = _results_decoder(labels).decode(view).results
+            break
+        except msgspec.ValidationError:  # a label outside ``classes``: any string next
+            continue
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            return None
+    del view, data
+    if results is None:
         return None
-    del data
     entries = list(chain.from_iterable(results.values()))
-    return _columns(path, results, chain.from_iterable(map(attrgetter("segment"), entries)),
-                    list(map(attrgetter("score"), entries)), map(attrgetter("label"), entries),
+    return _columns(path, results, len(entries),
+                    chain.from_iterable(map(attrgetter("segment"), entries)),
+                    lambda: map(attrgetter("score"), entries), map(attrgetter("label"), entries),
                     require_label)
+
+
+def _results_decoder(classes: tuple[str, ...] | None):
+    """A msgspec decoder of official results files: ``results`` maps video ids to
+    entries with two numbers per ``segment``, a number per ``score``, and a
+    string, null or nothing per ``label`` -- one of ``classes`` when given (each
+    label is then decoded as that very string object). Other keys are skipped."""
+    label = Optional[Literal[classes]] if classes else Optional[str]
+    entry = msgspec.defstruct("ResultsEntry", [("segment", tuple[float, float]),
+                                               ("score", Union[int, float]),
+                                               ("label", label, None)], gc=False)
+    return msgspec.json.Decoder(msgspec.defstruct("ResultsFile",
+                                                  [("results", dict[str, list[entry]])], gc=False))
 
 
 def _general_results(path: Path, require_label: bool):
@@ -347,17 +356,17 @@ def _fast_results(path: Path, results: dict, require_label: bool):
                         and set(map(type, chain.from_iterable(segs))) <= {int, float}
                         and set(map(type, scores)) <= {int, float}):
         return None
-    return _columns(path, results, chain.from_iterable(segs), scores, labels, require_label)
+    return _columns(path, results, len(entries), chain.from_iterable(segs), lambda: scores, labels,
+                    require_label)
 
 
-def _columns(path: Path, results: dict, flat_segments: Iterable, scores: list, labels: Iterable,
-             require_label: bool):
-    """``(Predictions, locator)`` from a results dict's entries in file order:
-    ``flat_segments`` start, end, start, ... (numbers), ``scores`` (ints or floats),
-    ``labels`` (anything: checked here). None when a label is not a non-empty
-    string or an integer class id (``None`` allowed unless ``require_label``), or
-    a segment overflows a float."""
-    n = len(scores)
+def _columns(path: Path, results: dict, n: int, flat_segments: Iterable,
+             scores: Callable[[], Iterable], labels: Iterable, require_label: bool):
+    """``(Predictions, locator)`` from the ``n`` entries of a results dict, in file
+    order: ``flat_segments`` start, end, start, ... (numbers), ``scores()`` a fresh
+    iterable of the scores (ints or floats), ``labels`` (anything: checked here).
+    None when a label is not a non-empty string or an integer class id (``None``
+    allowed unless ``require_label``), or a number overflows a float."""
     # class codes in first-seen order, by one dictionary pass (labels repeat: few distinct)
     first: dict = {}
     sparse = np.fromiter(map(first.setdefault, labels, count()), dtype=np.int64, count=n)
@@ -367,16 +376,16 @@ def _columns(path: Path, results: dict, flat_segments: Iterable, scores: list, l
         return None
     try:
         se = np.fromiter(flat_segments, dtype=np.float64, count=2 * n).reshape(n, 2)
+        score = np.fromiter(scores(), dtype=np.float64, count=n)
     except OverflowError:           # an integer beyond a float's range
         return None
+    if n and not np.any(score % 1):  # all integral: int64 if every score is an int
+        score = _score_array(list(scores()))
     label = None
     if names != [None]:             # entries without a label (proposals) read as ""
         code = np.zeros(n, dtype=np.int64)
         code[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = np.arange(len(first))
         label = objects(["" if x is None else str(x) for x in names])[code[sparse]]
-    score = np.array(scores)        # int64 if every score is an int, float64 if any is a float
-    if score.dtype not in (np.int64, np.float64):
-        score = _score_array(scores)
     counts = np.fromiter(map(len, results.values()), dtype=np.int64, count=len(results))
     videos = list(results)
     video = np.repeat(objects(videos), counts)
