@@ -20,14 +20,21 @@ _RUN_RATIO = 8
 def encode(keys: Sequence, values: np.ndarray) -> np.ndarray:
     """(N,) int64 position of each value in ``keys`` (unique); -1 where absent.
 
-    Integer keys and values: a binary search over the sorted keys; anything
-    else: one dictionary lookup per value, or per run of equal values (in C,
-    via ``map``).
+    Integer keys and values: a table indexed by value when the keys span a range
+    not much larger than the inputs, else a binary search over the sorted keys;
+    anything else: one dictionary lookup per value, or per run of equal values
+    (in C, via ``map``).
     """
     values = np.asarray(values)
     if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu" and values.dtype.kind in "iu":
         if len(keys) == 0:
             return np.full(len(values), -1, dtype=np.int64)
+        low, high = int(keys.min()), int(keys.max())
+        if high - low < 4 * (len(keys) + len(values)):
+            table = np.full(high - low + 2, -1, dtype=np.int64)     # last slot: outside the range
+            table[keys - low] = np.arange(len(keys))
+            outside = (values < low) | (values > high)
+            return table[np.where(outside, high - low + 1, values - low)]
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
         pos = np.minimum(np.searchsorted(sorted_keys, values), len(keys) - 1)
@@ -57,6 +64,14 @@ def distinct(values: np.ndarray) -> list:
     values = np.asarray(values)
     found = _by_runs(values)
     return list(dict.fromkeys((values[found[0]] if found is not None else values).tolist()))
+
+
+def stable_argsort(codes: np.ndarray) -> np.ndarray:
+    """``np.argsort(codes, kind="stable")`` of integer codes; codes that fit 16 bits are
+    sorted as int16, which numpy radix-sorts (a stable order is unique: same result)."""
+    if len(codes) and codes.dtype.kind in "iu" and -(1 << 15) <= codes.min() and codes.max() < 1 << 15:
+        codes = codes.astype(np.int16)
+    return np.argsort(codes, kind="stable")
 
 
 def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

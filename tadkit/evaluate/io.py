@@ -379,7 +379,7 @@ def _columns(path: Path, results: dict, n: int, flat_segments: Iterable,
         score = np.fromiter(scores(), dtype=np.float64, count=n)
     except OverflowError:           # an integer beyond a float's range
         return None
-    if n and not np.any(score % 1):  # all integral: int64 if every score is an int
+    if n and np.all(score == np.floor(score)):  # all integral: int64 if every score is an int
         score = _score_array(list(scores()))
     label = None
     if names != [None]:             # entries without a label (proposals) read as ""
