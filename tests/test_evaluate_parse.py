@@ -93,7 +93,9 @@ def results_file(draw):
     for vid in draw(st.lists(st.text(min_size=0, max_size=6), min_size=0, max_size=4, unique=True)):
         entries = []
         for _ in range(draw(st.integers(0, 5))):
-            fields = {"segment": f"[{_number_text(draw)}{sep[0]}{_number_text(draw)}]",
+            numbers = [_number_text(draw) for _ in range(draw(st.sampled_from([1, 3])) if bad
+                                                           and draw(st.integers(0, 9)) == 0 else 2)]
+            fields = {"segment": "[" + sep[0].join(numbers) + "]",
                       "score": _number_text(draw, integral_scores)}
             label = draw(st.sampled_from(LABELS if bad else LABELS[:3] + ["missing"]))
             if label != "missing" and (require_label or draw(st.booleans())):
@@ -152,6 +154,8 @@ ENTRY = '{"segment": [0, 1], "label": "A", "score": 0.5}'
     '{"results": {"v": [{"segment": [0, 1], "label": "A", "score": 1' + "0" * 4400 + '}]}}',
     '{"results": {"v": [{"segment": [0], "label": "A", "score": 1}]}}',
     '{"results": {"v": [{"segment": [0, 1, 2], "label": "A", "score": 1}]}}',
+    '{"results": {"v": [{"segment": {"start": 0, "end": 1}, "label": "A", "score": 1}]}}',
+    '{"results": {"v": [{"segment": [], "label": "A", "score": 1}]}}',
     '{"results": {"v": [{"segment": [0, "x"], "label": "A", "score": 1}]}}',
     '{"results": {"v": [{"segment": ["0.5", 2], "label": "A", "score": 1}]}}',
     '{"results": {"v": [{"segment": [0, 1], "score": 1}]}}',

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections import defaultdict
 from itertools import chain, count
 from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
@@ -305,8 +306,8 @@ def _typed_results(path: Path, require_label: bool, classes: Sequence[str] | Non
     if results is None:
         return None
     entries = list(chain.from_iterable(results.values()))
-    return _columns(path, results, len(entries),
-                    chain.from_iterable(map(attrgetter("segment"), entries)),
+    return _columns(path, results, len(entries), map(attrgetter("segment.start"), entries),
+                    map(attrgetter("segment.end"), entries),
                     lambda: map(attrgetter("score"), entries), map(attrgetter("label"), entries),
                     require_label)
 
@@ -317,8 +318,9 @@ def _results_decoder(classes: tuple[str, ...] | None):
     string, null or nothing per ``label`` -- one of ``classes`` when given (each
     label is then decoded as that very string object). Other keys are skipped."""
     label = Optional[Literal[classes]] if classes else Optional[str]
-    entry = msgspec.defstruct("ResultsEntry", [("segment", tuple[float, float]),
-                                               ("score", Union[int, float]),
+    segment = msgspec.defstruct("Segment", [("start", float), ("end", float)], array_like=True,
+                                forbid_unknown_fields=True, gc=False)   # exactly [start, end]
+    entry = msgspec.defstruct("ResultsEntry", [("segment", segment), ("score", Union[int, float]),
                                                ("label", label, None)], gc=False)
     return msgspec.json.Decoder(msgspec.defstruct("ResultsFile",
                                                   [("results", dict[str, list[entry]])], gc=False))
@@ -356,26 +358,27 @@ def _fast_results(path: Path, results: dict, require_label: bool):
                         and set(map(type, chain.from_iterable(segs))) <= {int, float}
                         and set(map(type, scores)) <= {int, float}):
         return None
-    return _columns(path, results, len(entries), chain.from_iterable(segs), lambda: scores, labels,
-                    require_label)
+    return _columns(path, results, len(entries), map(itemgetter(0), segs), map(itemgetter(1), segs),
+                    lambda: scores, labels, require_label)
 
 
-def _columns(path: Path, results: dict, n: int, flat_segments: Iterable,
+def _columns(path: Path, results: dict, n: int, starts: Iterable, ends: Iterable,
              scores: Callable[[], Iterable], labels: Iterable, require_label: bool):
     """``(Predictions, locator)`` from the ``n`` entries of a results dict, in file
-    order: ``flat_segments`` start, end, start, ... (numbers), ``scores()`` a fresh
-    iterable of the scores (ints or floats), ``labels`` (anything: checked here).
-    None when a label is not a non-empty string or an integer class id (``None``
-    allowed unless ``require_label``), or a number overflows a float."""
+    order: segment ``starts`` and ``ends`` (numbers), ``scores()`` a fresh iterable
+    of the scores (ints or floats), ``labels`` (anything: checked here). None when
+    a label is not a non-empty string or an integer class id (``None`` allowed
+    unless ``require_label``), or a number overflows a float."""
     # class codes in first-seen order, by one dictionary pass (labels repeat: few distinct)
-    first: dict = {}
-    sparse = np.fromiter(map(first.setdefault, labels, count()), dtype=np.int64, count=n)
-    names = list(first)
+    codes = defaultdict(count().__next__)
+    code = np.fromiter(map(codes.__getitem__, labels), dtype=np.int64, count=n)
+    names = list(codes)
     allowed = (str, int) if require_label else (str, int, type(None))
     if any(type(x) not in allowed or (type(x) is str and not x.strip()) for x in names):
         return None
     try:
-        se = np.fromiter(flat_segments, dtype=np.float64, count=2 * n).reshape(n, 2)
+        start = np.fromiter(starts, dtype=np.float64, count=n)
+        end = np.fromiter(ends, dtype=np.float64, count=n)
         score = np.fromiter(scores(), dtype=np.float64, count=n)
     except OverflowError:           # an integer beyond a float's range
         return None
@@ -383,13 +386,11 @@ def _columns(path: Path, results: dict, n: int, flat_segments: Iterable,
         score = _score_array(list(scores()))
     label = None
     if names != [None]:             # entries without a label (proposals) read as ""
-        code = np.zeros(n, dtype=np.int64)
-        code[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = np.arange(len(first))
-        label = objects(["" if x is None else str(x) for x in names])[code[sparse]]
+        label = objects(["" if x is None else str(x) for x in names])[code]
     counts = np.fromiter(map(len, results.values()), dtype=np.int64, count=len(results))
     videos = list(results)
     video = np.repeat(objects(videos), counts)
-    return (Predictions(video, se[:, 0].copy(), se[:, 1].copy(), label, score, str(path)),
+    return (Predictions(video, start, end, label, score, str(path)),
             _entry_locator(videos, counts))
 
 
