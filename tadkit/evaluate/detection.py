@@ -232,7 +232,7 @@ def segment_tiou(pred_start, pred_end, gt_start, gt_end):
     inter = inter.clip(0)
     union = (gt_end - gt_start) + (pred_end - pred_start) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        return inter.astype(float) / union
+        return inter.astype(float, copy=False) / union
 
 
 def overlaps_any(video, start, end, seg_video, seg_start, seg_end) -> np.ndarray:
