@@ -351,12 +351,13 @@ def _fast_results(path: Path, results: dict, require_label: bool):
         scores = list(map(itemgetter("score"), entries))
         labels = list(map(itemgetter("label") if require_label else methodcaller("get", "label"),
                           entries))
+        # two numbers per segment: a list of another length, a string, an object or a
+        # number fails one test
+        if entries and not (set(map(len, segs)) == {2}
+                            and set(map(type, chain.from_iterable(segs))) <= {int, float}
+                            and set(map(type, scores)) <= {int, float}):
+            return None
     except (KeyError, TypeError, AttributeError):
-        return None
-    # two numbers per segment: a list of another length, a string or an object fails one test
-    if entries and not (set(map(len, segs)) == {2}
-                        and set(map(type, chain.from_iterable(segs))) <= {int, float}
-                        and set(map(type, scores)) <= {int, float}):
         return None
     return _columns(path, results, len(entries), map(itemgetter(0), segs), map(itemgetter(1), segs),
                     lambda: scores, labels, require_label)
