@@ -205,7 +205,7 @@ def test_labels_outside_the_expected_classes_are_read_all_the_same(tmp_path):
     path.write_text(json.dumps({"results": {"v": [
         {"segment": [0, 1], "label": "A", "score": 0.5},
         {"segment": [2, 3], "label": "Z", "score": 0.25}]}}))
-    for classes in (None, ["A"], ["A", "Z"], ["Z", "A", "A"], []):
+    for classes in (None, ["A"], ["A", "Z"], ["Z", "A", "A"], [], [None, 3, "A"]):
         assert load_predictions(path, classes=classes).label.tolist() == ["A", "Z"]
 
 

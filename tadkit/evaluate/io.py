@@ -294,7 +294,8 @@ def _typed_results(path: Path, require_label: bool, classes: Sequence[str] | Non
         return None
     view = memoryview(data)[len(BOM):] if data.startswith(BOM) else data
     results = None
-    for labels in ([tuple(dict.fromkeys(classes))] if classes else []) + [None]:
+    expected = tuple(dict.fromkeys(c for c in classes or () if type(c) is str))
+    for labels in ([expected] if expected else []) + [None]:
         try:
             results = _results_decoder(labels).decode(view).results
             break
