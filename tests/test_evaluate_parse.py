@@ -140,6 +140,21 @@ def test_well_formed_files_take_the_typed_path(tmp_path, text, require_label):
 ENTRY = '{"segment": [0, 1], "label": "A", "score": 0.5}'
 
 
+def test_notes_name_entries_across_videos_without_predictions(tmp_path):
+    # the column paths locate an entry from per-video counts; the entry-by-entry path keeps
+    # every entry's name: both must name the same entries
+    inverted = '{"segment": [5, 2], "label": "A", "score": 1}'
+    path = tmp_path / "pred.json"
+    path.write_text('{"results": {"a": [' + ENTRY + '], "b": [], "c": [' + ENTRY + ", " + inverted
+                    + '], "d": [], "e": [' + inverted + "]}}")
+    notes = load_predictions(path).notes
+    assert "results['c'][1] [5, 2], results['e'][0] [5, 2]" in notes[0]
+    results = json.loads(path.read_text())["results"]
+    _, where = evio._checked_results(path, results, True)
+    _, fast_where = evio._fast_results(path, results, True)
+    assert [fast_where(i) for i in range(4)] == [where(i) for i in range(4)]
+
+
 @pytest.mark.parametrize("text", [
     "{not json",
     '{"foo": {}}',
