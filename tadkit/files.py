@@ -19,9 +19,12 @@ from typing import Any
 from tadkit.errors import InputError
 
 try:  # optional, faster parser
-    import orjson
+    import msgspec
 except ImportError:  # pragma: no cover - the standard library does the same, slower
-    orjson = None
+    msgspec = None
+
+#: the UTF-8 byte-order mark some editors write in front of a file (ignored).
+BOM = b"\xef\xbb\xbf"
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -42,20 +45,20 @@ def read_text(path: str | os.PathLike) -> str:
 def read_json(path: str | os.PathLike) -> Any:
     """The file parsed as JSON; malformed JSON names the line and column.
 
-    orjson parses when it is installed (several times faster on the large
-    prediction files); whatever it refuses (``NaN`` literals, numbers beyond a
-    double's range, lone surrogates, malformed JSON) is parsed again by the
-    standard library, so what is accepted and the error messages are the
-    standard library's. One difference remains: orjson reads an integer of
-    2**64 or more as a float (as a score or a time it ends up the same float64
-    either way).
+    msgspec parses when it is installed (several times faster than the standard
+    library on the large prediction files, and it reads every number as the
+    standard library does: integers of any size stay integers); whatever it
+    refuses (``NaN`` literals, numbers beyond a double's range, lone surrogates,
+    malformed JSON) is parsed again by the standard library, so what is accepted
+    and the error messages are the standard library's.
     """
-    if orjson is not None:
+    if msgspec is not None:
         try:
             data = Path(path).read_bytes()
             with gc_paused():
-                return orjson.loads(data[3:] if data.startswith(b"\xef\xbb\xbf") else data)
-        except (OSError, orjson.JSONDecodeError):
+                return msgspec.json.decode(memoryview(data)[len(BOM):] if data.startswith(BOM)
+                                           else data)
+        except (OSError, msgspec.DecodeError, ValueError, RecursionError):
             pass
     text = read_text(path)
     try:
@@ -84,7 +87,10 @@ def gc_paused():
     Parsing creates millions of lists and dicts, each of which counts towards
     the next collection, and every collection walks all of them again: with
     the collector running, parsing a 50 MB prediction file takes several times
-    longer. Nothing cyclic is created meanwhile, so nothing is lost.
+    longer. Nothing cyclic is created meanwhile, so nothing is lost. The next
+    collection after the pause still walks every container object created during
+    it that is alive then: a caller that only needs arrays from a large file
+    should build them and drop the parsed tree inside the pause.
     """
     was_enabled = gc.isenabled()
     gc.disable()
