@@ -60,6 +60,8 @@ KEY_HELP: dict[str, str] = {
     "mltpn.conf_weight": "Weight of the IoU-confidence loss (paper: 10).",
     "mltpn.reg_weight": "Weight of the boundary (1 - GIoU) loss (paper: 0.3).",
     "mltpn.score": "Detection score: product = p(class) x confidence, class = p(class).",
+    "mltpn.classifier": "Class scores: softmax over C+1 classes (the paper's) or one sigmoid per class; "
+                        "both train every class of ground truths sharing an anchor's segment.",
     "mltpn.dropout": "Dropout before the prediction heads.",
     # -- TAL-MTS
     "talmts.dim": "Channels of every pyramid level (paper: 512).",
@@ -69,6 +71,8 @@ KEY_HELP: dict[str, str] = {
     "talmts.rfp": "Ablation switch: top-down refinement of the pyramid (RFP).",
     "talmts.stt": "Ablation switch: the spatial-temporal transformer feeding classification (STT).",
     "talmts.fsa": "Ablation switch: frame-level patch self-attention feeding refinement (FSA).",
+    "talmts.stored_levels": "Build the lowest pyramid levels from the stored levels data.levels names (finest "
+                            "first; the paper: [Mixed_4f, Mixed_5c]), resampled onto the levels' cells.",
     "talmts.grid_size": "Side g of the features' per-snippet spatial grid (tadkit extract --spatial-grid); "
                         "0: no grid, one token per snippet.",
     "talmts.grid_dim": "Channels of the spatial grid; 0: the feature dim.",
@@ -84,7 +88,9 @@ KEY_HELP: dict[str, str] = {
     "talmts.boundary_dim": "Channels of the boundary-pooling refinement branch.",
     "talmts.bp_inner": "Boundary pooling reaches this fraction of the coarse segment length inside "
                        "each boundary.",
-    "talmts.bp_outer": "... and this fraction outside it.",
+    "talmts.bp_outer": "... and this fraction outside it (AFSD: 1/10).",
+    "talmts.bp_min": "Boundary regions span at least this many cells of the pooled feature (AFSD: 1).",
+    "talmts.quality_branch": "Branch the quality score is predicted from: loc (AFSD's) or cls.",
     "talmts.refine_iou": "Refinement positives: positives whose coarse segment has tIoU above this with "
                          "their ground truth.",
     "talmts.alpha": "Weight of the localisation losses (paper: 10 on THUMOS14, 1 on ActivityNet).",
@@ -93,6 +99,44 @@ KEY_HELP: dict[str, str] = {
     "talmts.focal_gamma": "Focal loss gamma.",
     "talmts.prior_prob": "Initial foreground probability of the classifiers (bias initialisation).",
     "talmts.dropout": "Dropout in the transformers.",
+    # -- BMN
+    "bmn.hidden_1d": "Channels of the base module, TEM and PEM's 1-D conv (paper: 256).",
+    "bmn.hidden_2d": "Channels of the 2-D convs over the BM map (paper: 128).",
+    "bmn.hidden_3d": "Output channels of the BM layer's fused (N, 1, 1) 3-D conv (paper: 512).",
+    "bmn.conv_groups": "Groups of the base-module and TEM convs (BMN's code: 4).",
+    "bmn.lstm_layers": "Bi-LSTM layers added residually to the base module (HACS-2020: 0, 1 or 2).",
+    "bmn.max_duration": "Rows D of the BM map: proposals of up to D - 1 cells; 0: D = the sample length T.",
+    "bmn.num_samples": "Bins N sampled along each proposal by the BM layer (paper: 32).",
+    "bmn.samples_per_bin": "Points averaged per BM bin (BMN's code: 3).",
+    "bmn.context": "The BM layer samples the proposal widened by this x its length on each side.",
+    "bmn.boundary_width": "Width of the start / end label regions around a ground-truth boundary [cells].",
+    "bmn.cls_iou": "PEM classification positives: map entries with IoU above this (paper: 0.9).",
+    "bmn.reg_high": "PEM regression: entries with IoU above this all count ...",
+    "bmn.reg_low": "... and as many from (reg_low, reg_high] and from [0, reg_low] are drawn.",
+    "bmn.reg_weight": "Weight of the PEM regression loss (paper: 10).",
+    "bmn.peak_threshold": "Boundary candidates: local maxima or above this x the sample's maximum.",
+    "bmn.include_ends": "Also take the first cell as a start and the last as an end candidate.",
+    "bmn.score": "Proposal score: product (p_s p_e p_c p_r, BMN's code) or sqrt (p_s p_e sqrt(p_c p_r), paper).",
+    # -- HACS-2020 refine network
+    "refine.hidden": "Channels of each refine module (its conv, transformer and RoI features).",
+    "refine.stage_ious": "Positive tIoU of each refine module in the cascade (paper: 0.5, 0.6, 0.7).",
+    "refine.action_score": "Ablation switch: the supervised per-cell action score.",
+    "refine.transformer": "Ablation switch: the global transformer over the video before RoI Align.",
+    "refine.transformer_layers": "Layers of that transformer.",
+    "refine.num_heads": "Attention heads of that transformer.",
+    "refine.mlp_ratio": "Hidden width of the transformer's MLP, as a multiple of hidden.",
+    "refine.lstm": "Ablation switch: the Bi-LSTM over the RoI bins.",
+    "refine.non_local": "Ablation switch: the non-local block over the RoI bins.",
+    "refine.bins": "RoI Align bins per proposal.",
+    "refine.roi_samples": "Points averaged per RoI bin.",
+    "refine.roi_context": "RoI Align reads the proposal widened by this x its length on each side.",
+    "refine.fc_dim": "Width of the fully connected layer before the IoU and offset outputs.",
+    "refine.train_proposals": "Proposals drawn at random per video and training step; 0: all of them.",
+    "refine.iou_weight": "Weight of the IoU loss of every module.",
+    "refine.reg_weight": "Weight of the offset loss of every module.",
+    "refine.action_weight": "Weight of the action-score loss of every module.",
+    "refine.score": "Refined proposals' score: iou (the last module's IoU) or product (x the input score).",
+    "refine.dropout": "Dropout after the fully connected layer and in the transformer.",
     # -- SP-TAD
     "sptad.dim": "Model width d: pyramid channels and proposal features (paper: 256).",
     "sptad.tfpn": "Temporal feature pyramid (Table 5): inter (the backbone levels of data.levels, then "
@@ -192,7 +236,7 @@ KEY_HELP: dict[str, str] = {
                                  "with class-agnostic candidates; null: no fusion.",
     "postprocess.fusion_topk": "Fusion: the best classes of a video each candidate is paired with.",
     "postprocess.raw_topk": "Candidates per sample stored by detect infer --raw (looser than pre_nms_topk, so "
-                            "detect postprocess can loosen it).",
+                            "detect postprocess can loosen it; 0: no cap).",
     "postprocess.raw_min_score": "Lowest score stored by detect infer --raw (looser than min_score).",
 }
 

@@ -20,7 +20,8 @@ HEADS: Registry[Callable[..., DetectionHead]] = Registry("detection head")
 
 #: head name -> module that registers it (imported on first use).
 HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts",
-                "sptad": "tadkit.detect.heads.sptad"}
+                "bmn": "tadkit.detect.heads.bmn",
+                "refine": "tadkit.detect.heads.refine", "sptad": "tadkit.detect.heads.sptad"}
 
 
 def get_head(name: str) -> Callable[..., DetectionHead]:
