@@ -21,6 +21,7 @@ from tadkit.detect.heads import InputInfo, build_head
 from tadkit.detect.heads.sptad import (SPTAD, TFPN, Level, apply_deltas, fill_positions, level_rule, normalise_segments,
                                        pool_level, positions_to_index, resample, soi_features, to_grid)
 from tadkit.detect.layers.matching import hungarian_match, match_sets, matching_cost
+from tadkit.detect.layers.pyramid import level_centers
 from tadkit.errors import ConfigError
 from tadkit.timeline import TimeAxis, grid_to_segments
 from test_detect_talmts import CLASSES, _batch, _write_store  # the same tiny batch and store
@@ -165,7 +166,12 @@ def test_tfpn_variants_shapes_positions_and_padding():
     np.testing.assert_allclose(inter[3].positions[0].numpy(), np.arange(8) * 4 + 1.5)
     high = TFPN("high", [5, 6, 7], 8, 4)(lv)
     assert [x.features.shape[-1] for x in high] == [16, 8, 4, 2]
-    np.testing.assert_allclose(high[1].positions[0].numpy(), np.arange(8) * 4 + 1.5)
+    # strided convs (kernel 3, padding 1): cell j of level l sits on step j·2^l of the last input level,
+    # the pyramid's shared geometry (level_centers), not between two steps as a pooled cell does
+    base = lv[-1].positions[0]
+    for level, x in enumerate(high):
+        np.testing.assert_allclose(x.positions[0].numpy(), base[level_centers(16 >> level, 2 ** level).long()])
+    np.testing.assert_allclose(high[1].positions[0].numpy(), np.arange(8) * 4 + 0.5)
     single = TFPN("single", [5, 6, 7], 8, 4)(lv)
     assert len(single) == 1 and single[0].features.shape == (2, 8, 16)
     # sample 1 has 20 real snippets: a cell is real when its first step is

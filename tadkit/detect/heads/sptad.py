@@ -300,7 +300,7 @@ class TFPN(nn.Module):
             maps = self.bottom_up(base.features, base.mask)
             inputs = [base._replace(features=maps[0])]
             for f in maps[1:]:
-                inputs.append(pool_level(inputs[-1])._replace(features=f))
+                inputs.append(pool_level(inputs[-1], conv=True)._replace(features=f))
         lat = [_zero_padding(conv(x.features), x.mask) for conv, x in zip(self.lateral, inputs)]
         for i in range(len(lat) - 2, -1, -1):
             up = resample(lat[i + 1], inputs[i + 1], inputs[i].positions)
@@ -493,15 +493,20 @@ def resample(x: torch.Tensor, level: Level, positions: torch.Tensor) -> torch.Te
     return out.reshape(b, t, -1).transpose(1, 2)
 
 
-def pool_level(level: Level) -> Level:
+def pool_level(level: Level, conv: bool = False) -> Level:
     """Geometry of a stride-2 pooling of ``level``: cell ``j`` covers steps ``2j, 2j+1``.
 
     Positions are the mean of the two covered steps' positions (the last step
     of an odd-length level is paired with its extrapolated neighbour); a cell
-    is real when its first step is. Features are left as they are (the caller
-    replaces them).
+    is real when its first step is. ``conv``: the geometry of a stride-2,
+    kernel-3, padding-1 convolution instead (the ``high`` pyramid), whose cell
+    ``j`` reads steps ``2j − 1 .. 2j + 1`` and sits on step ``2j`` (see
+    :mod:`tadkit.detect.layers.pyramid`). Features are left as they are (the
+    caller replaces them).
     """
     pos, m = level.positions, level.mask
+    if conv:
+        return Level(level.features, m[:, 0::2], pos[:, 0::2], 2 * level.step)
     if pos.shape[1] % 2:
         nxt = 2 * pos[:, -1:] - pos[:, -2:-1] if pos.shape[1] > 1 else pos[:, -1:] + level.step
         pos = torch.cat([pos, nxt], 1)
