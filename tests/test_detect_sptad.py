@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -14,12 +15,14 @@ from click.testing import CliRunner
 from tadkit.cli import cli, main
 from tadkit.config import load_config
 from tadkit.data.annotations import load_annotations
+from tadkit.data.features import FeatureStore
 from tadkit.data.synthetic import SynthFeatureConfig, synth_features
 from tadkit.detect.config import DetectConfig, SPTADConfig
 from tadkit.detect.geometry import segment_iou
 from tadkit.detect.heads import InputInfo, build_head
 from tadkit.detect.heads.sptad import (SPTAD, TFPN, Level, apply_deltas, fill_positions, level_rule, normalise_segments,
                                        pool_level, positions_to_index, resample, soi_features, to_grid)
+from tadkit.detect.inputs import make_source
 from tadkit.detect.layers.matching import hungarian_match, match_sets, matching_cost
 from tadkit.detect.layers.pyramid import level_centers
 from tadkit.errors import ConfigError
@@ -514,3 +517,16 @@ def test_cli_train_infer_evaluate_on_levels_and_the_fallback_without_them(tmp_pa
                          "--set", "data.optional_levels=false"])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error:") and "no stored level 'x2'" in err and "Traceback" not in err
+
+
+def test_optional_levels_go_by_the_stores_provenance_not_its_first_file(tmp_path):
+    ann, snippets_only = _write_store(tmp_path, n_train=2, with_grid=False)
+    levels = tmp_path / "levels"
+    synth_features(load_annotations(ann), levels, SynthFeatureConfig(feature_dim=4, clip_len=4, stride=2, fps=10.0,
+                                                                      levels=(2, 1)))
+    first = sorted((levels / "videos").glob("*.h5"))[0]
+    with h5py.File(first, "r+") as f:  # the first video's file fails its check
+        f.attrs["video_id"] = "someone else"
+    cfg = load_config(DetectConfig, None, ["data.levels=[x2,x1]", "data.optional_levels=true"])
+    assert make_source(cfg, [FeatureStore.open(levels)]).level_names == ["x2", "x1"]
+    assert make_source(cfg, [FeatureStore.open(snippets_only)]).level_names == []

@@ -60,9 +60,8 @@ def make_source(cfg: DetectConfig, stores: Sequence[FeatureStore],
 
 
 def _has_levels(store: FeatureStore) -> bool:
-    """Whether the store's (first) video holds any backbone level."""
-    ids = store.video_ids()
-    return bool(ids) and any(k.startswith("levels/") for k in store.meta(ids[0])["shapes"])
+    """Whether the store holds backbone levels (its provenance lists them; no video file is read)."""
+    return bool(store.provenance.extras.get("levels"))
 
 
 def input_info(source: FeatureSource, video_id: str | None = None) -> InputInfo:
