@@ -18,7 +18,7 @@ videos per second (inference of the 212 test videos, wall), and the mAP table (m
 the figures as JSON (``--json``). ``--mltpn-json`` / ``--talmts-json`` add those benchmarks' rows.
 Usage::
 
-    python benchmarks/detect_sptad.py --annotations ../shared/data/thumos14.json --work /tmp/bench-sptad
+    python benchmarks/detect_sptad.py --annotations thumos14.json --work /tmp/bench-sptad
 """
 from __future__ import annotations
 
@@ -29,14 +29,12 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_mltpn import linear_baseline, run_tadkit  # noqa: E402  (same baseline and runner as MLTPN)
-from detect_talmts import markdown_table  # noqa: E402
-from tadkit.data.annotations import load_annotations
-from tadkit.evaluate import get_protocol, load_ground_truth, load_predictions
+from detect_mltpn import (baseline_figures, environment, evaluate, report, run_tadkit, train,  # noqa: E402
+                          training_figures)
+from detect_talmts import _slug, markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "sptad" / "thumos14_cpu.yaml"
@@ -62,7 +60,8 @@ DEFAULT_ROWS = [k for k in VARIANTS if k not in ("no classification head", "pape
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--annotations", default=str(REPO.parent / "shared" / "data" / "thumos14.json"))
+    ap.add_argument("--annotations", required=True,
+                    help="THUMOS14 annotations (ActionFormer's thumos14.json) whose timeline the features follow")
     ap.add_argument("--work", default="/tmp/tadkit-bench-sptad")
     ap.add_argument("--variants", default=",".join(DEFAULT_ROWS),
                     help="comma-separated subset of: " + ", ".join(list(VARIANTS) + [FALLBACK]))
@@ -80,10 +79,6 @@ def main(argv: list[str] | None = None) -> dict:
     levels, snippets = work / "feats_levels", work / "feats"
     common = ["data", "synth-features", "--annotations", args.annotations, "--subset", "validation,test"]
     run_tadkit("synthetic features with levels", common + ["--levels", LEVELS, "--out", str(levels)])
-    protocol = get_protocol("thumos14")
-    gt = load_ground_truth(args.annotations, subset="test")
-    n_test = len(load_annotations(args.annotations).subset("test").video_ids())
-
     rows = {}
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if name == FALLBACK:
@@ -93,71 +88,41 @@ def main(argv: list[str] | None = None) -> dict:
             overrides, feats = [LEVEL_NAMES] + VARIANTS[name], levels
         else:
             sys.exit(f"unknown variant {name!r} (choose from {', '.join(list(VARIANTS) + [FALLBACK])})")
-        rows[name] = run_variant(args.annotations, work, feats, _slug(name), overrides + args.overrides,
-                                 protocol, gt, n_test)
+        rows[name] = run_variant(args.annotations, work, feats, _slug(name)[:40], overrides + args.overrides)
     for store in (levels, snippets):
-        if not store.is_dir():
-            continue
-        out = work / f"linear_baseline_{store.name}.json"
-        linear_baseline(args.annotations, store, out)
-        lin = protocol.evaluate_detection(gt, load_predictions(out))
-        thresholds = [round(float(t), 2) for t in lin.tiou_thresholds]
-        rows[f"linear per-snippet baseline ({store.name})"] = {
-            "mAP": dict(zip(thresholds, np.round(lin.mAP * 100, 2).tolist())),
-            "average_mAP_0.3_0.7": round(lin.average_mAP * 100, 2)}
+        if store.is_dir():
+            rows[f"linear per-snippet baseline ({store.name})"] = baseline_figures(
+                args.annotations, store, work / f"linear_baseline_{store.name}.json")
     for label, path in (("MLTPN", args.mltpn_json), ("TAL-MTS", args.talmts_json)):
         if path and Path(path).is_file():
             rows.update(_external_rows(label, json.loads(Path(path).read_text())))
-    figures = {"rows": rows, "config": str(CONFIG.relative_to(REPO)), "levels": LEVELS,
-               "torch_threads": torch.get_num_threads(), "test_videos": n_test}
-    print(json.dumps(figures, indent=1))
+    figures = {"rows": rows, "config": str(CONFIG.relative_to(REPO)), "levels": LEVELS, **environment()}
+    report(figures, args.json)
     print(markdown_table({name: _with_cpu(r) for name, r in rows.items()}))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
     return figures
 
 
-def run_variant(annotations: str, work: Path, feats: Path, slug: str, overrides: list[str], protocol, gt,
-                n_test: int) -> dict:
+def run_variant(annotations: str, work: Path, feats: Path, slug: str, overrides: list[str]) -> dict:
     """Train (unless already trained), infer the test subset, evaluate; wall and CPU seconds of each."""
-    run, preds = work / f"run_{slug}", work / f"preds_{slug}.json"
-    train_cpu = None
-    if not (run / "checkpoints" / "last.pt").exists():
-        args = ["detect", "train", "--config", str(CONFIG), "--features", str(feats), "--annotations", annotations,
-                "--out", str(run)]
-        for o in overrides:
-            args += ["--set", o]
-        c0 = time.process_time()
-        run_tadkit(f"train {slug}", args)
-        train_cpu = time.process_time() - c0
-    epochs = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["event"] == "epoch"]
-    t0, c0 = time.perf_counter(), time.process_time()
-    run_tadkit(f"infer {slug}", ["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "test",
-                                 "--out", str(preds)])
-    infer_wall, infer_cpu = time.perf_counter() - t0, time.process_time() - c0
-    res = protocol.evaluate_detection(gt, load_predictions(preds))
+    run = work / f"run_{slug}"
+    cpu = time.process_time()
+    done = (run / "checkpoints" / "last.pt").exists()
+    train(f"train {slug}", CONFIG, feats, annotations, run, overrides)
+    figures = training_figures(run)
+    figures["train_cpu_seconds_per_epoch"] = (None if done else
+                                              round((time.process_time() - cpu) / max(1, figures["epochs"]), 1))
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    thresholds = [round(float(t), 2) for t in res.tiou_thresholds]
-    return {"mAP": dict(zip(thresholds, np.round(res.mAP * 100, 2).tolist())),
-            "average_mAP_0.3_0.7": round(res.average_mAP * 100, 2), "epochs": len(epochs),
-            "train_seconds_per_epoch": round(float(np.median([r["seconds"] for r in epochs])), 1),
-            "train_cpu_seconds_per_epoch": None if train_cpu is None else round(train_cpu / max(1, len(epochs)), 1),
-            "final_loss": epochs[-1]["loss"] if epochs else None,
-            "infer_videos_per_second": round(n_test / infer_wall, 1),
-            "infer_cpu_seconds": round(infer_cpu, 1),
+    return {**figures, **evaluate(run, feats, annotations, work / f"preds_{slug}.json"),
             "parameters": int(sum(t.numel() for t in state["model"].values() if t.dtype.is_floating_point)),
             "overrides": overrides}
 
 
 def _external_rows(label: str, figures: dict) -> dict:
-    if "rows" in figures:  # benchmarks/detect_talmts.py: its first (full-model) row
-        name = next((k for k in figures["rows"] if k.startswith("TAL-MTS")), None)
-        return {f"{label}: {name}": figures["rows"][name]} if name else {}
-    return {f"{label} (benchmarks/detect_mltpn.py)": {
-        "mAP": figures.get("mltpn_softnms_mAP") or figures.get("mltpn_mAP"),
-        "average_mAP_0.3_0.7": figures.get("mltpn_softnms_average_mAP_0.3_0.7", figures.get("mltpn_average_mAP_0.3_0.7")),
-        "train_seconds_per_epoch": figures.get("train_seconds_per_epoch"),
-        "infer_videos_per_second": figures.get("infer_videos_per_second")}}
+    """The rows another benchmark's ``--json`` adds: detect_talmts.py's full-model rows, detect_mltpn.py's run."""
+    if "rows" in figures:
+        return {f"{label}: {name}": row for name, row in figures["rows"].items() if name.startswith("TAL-MTS")}
+    config = Path(figures.get("config", "mltpn/?"))
+    return {f"{label} ({config.parent.name}/{config.name}, benchmarks/detect_mltpn.py)": figures}
 
 
 def _with_cpu(row: dict) -> dict:
@@ -165,10 +130,6 @@ def _with_cpu(row: dict) -> dict:
     if row.get("train_cpu_seconds_per_epoch") is None:
         return row
     return {**row, "train_seconds_per_epoch": f"{row['train_seconds_per_epoch']} (cpu {row['train_cpu_seconds_per_epoch']})"}
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:40]
 
 
 if __name__ == "__main__":
