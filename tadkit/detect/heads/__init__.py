@@ -19,7 +19,9 @@ from tadkit.registry import Registry
 HEADS: Registry[Callable[..., DetectionHead]] = Registry("detection head")
 
 #: head name -> module that registers it (imported on first use).
-HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts"}
+HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts",
+                "bmn": "tadkit.detect.heads.bmn",
+                "refine": "tadkit.detect.heads.refine"}
 
 
 def get_head(name: str) -> Callable[..., DetectionHead]:

@@ -13,12 +13,23 @@
   (packed; backward paths reverse each sequence within its own length).
 * :mod:`~tadkit.detect.layers.peaks` — BSN / BMN boundary-peak candidates and
   their start-end pairs.
+* :mod:`~tadkit.detect.layers.proposal_map` — duration × start proposal maps
+  (BMN, MENet): entry geometry and validity, IoU label maps, boundary and
+  actionness labels, boundary-peak candidates read from a map.
+* :mod:`~tadkit.detect.layers.boundary_matching` — BMN's boundary-matching
+  layer (precomputed sparse sampling weights, fused with its 3-D conv).
+* :mod:`~tadkit.detect.layers.non_local` — the non-local block over 1-D
+  sequences.
 """
 from tadkit.detect.layers.align import segment_align, segment_align_batched
 from tadkit.detect.layers.attention import (TransformerBlock, TransformerEncoder, grid_patches,
                                             sinusoidal_embedding)
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions, range_max_table
+from tadkit.detect.layers.boundary_matching import BoundaryMatching, sampling_weights
+from tadkit.detect.layers.non_local import NonLocal1d
 from tadkit.detect.layers.peaks import boundary_peaks, peak_pairs
+from tadkit.detect.layers.proposal_map import (boundary_labels, cell_overlap, iou_map, map_segments, map_valid,
+                                               pair_candidates, proposal_detections)
 from tadkit.detect.layers.pyramid import (TemporalPyramid, frame_level_feature, level_centers, level_mask,
                                           pyramid_lengths, refine_top_down)
 from tadkit.detect.layers.sequence import MaskedLSTM, reverse_padded
@@ -27,4 +38,5 @@ __all__ = ["TransformerBlock", "TransformerEncoder", "grid_patches", "sinusoidal
            "boundary_max_pool", "boundary_regions", "range_max_table", "TemporalPyramid",
            "frame_level_feature", "level_centers", "level_mask", "pyramid_lengths", "refine_top_down",
            "segment_align", "segment_align_batched", "boundary_peaks", "peak_pairs", "MaskedLSTM",
-           "reverse_padded"]
+           "reverse_padded", "BoundaryMatching", "sampling_weights", "NonLocal1d", "boundary_labels",
+           "cell_overlap", "iou_map", "map_segments", "map_valid", "pair_candidates", "proposal_detections"]
