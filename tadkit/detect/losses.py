@@ -42,6 +42,40 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
     return _reduce(loss, reduction)
 
 
+def balanced_bce(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+                 threshold: float = 0.5, logits: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """BMN's re-weighted binary cross-entropy (Lin et al. 2019) -> a scalar.
+
+    Entries with ``targets > threshold`` are positives (target 1), the other
+    valid entries negatives (target 0). With ``n`` valid entries, ``p``
+    positives and ``q`` negatives, positives weigh ``0.5 n / p`` and negatives
+    ``0.5 n / q`` (BMN's ``0.5 r`` and ``0.5 r / (r - 1)`` with ``r = n / p``),
+    and the loss is the mean over valid entries — i.e. the average of the
+    positives' mean BCE and the negatives' mean BCE. A side without entries
+    drops out (weight 0), the limit of those weights; no valid entry gives 0.
+
+    ``pred`` holds logits (``logits=True``) or probabilities (clamped to
+    ``[eps, 1 - eps]``); ``mask`` (same shape, bool) marks valid entries.
+    """
+    pos = (targets > threshold).to(pred.dtype)
+    valid = torch.ones_like(pos) if mask is None else mask.to(pred.dtype)
+    pos = pos * valid
+    neg = valid - pos
+    if logits:
+        loss_pos = F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred), reduction="none")
+        loss_neg = F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred), reduction="none")
+    else:
+        p = pred.clamp(eps, 1 - eps)
+        loss_pos, loss_neg = -torch.log(p), -torch.log1p(-p)
+    n_pos, n_neg = pos.sum(), neg.sum()
+    total = pred.new_zeros(())
+    if n_pos > 0:
+        total = total + 0.5 * (loss_pos * pos).sum() / n_pos
+    if n_neg > 0:
+        total = total + 0.5 * (loss_neg * neg).sum() / n_neg
+    return total
+
+
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none":
         return loss
