@@ -18,6 +18,7 @@ HEADS: Registry[Callable[..., DetectionHead]] = Registry("detection head")
 
 #: head name -> module that registers it (imported on first use).
 HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts"}
+HEAD_MODULES["menet"] = "tadkit.detect.heads.menet"
 
 
 def get_head(name: str) -> Callable[..., DetectionHead]:

@@ -13,8 +13,13 @@
   (packed; backward paths reverse each sequence within its own length).
 * :mod:`~tadkit.detect.layers.peaks` — BSN / BMN boundary-peak candidates and
   their start-end pairs.
+* :mod:`~tadkit.detect.layers.anchors` — (start, end) anchors of BSN / BMN-style
+  proposal maps and their labels: boundary-region labels, the dense anchor map,
+  best-tIoU matching, centre / duration offsets.
 """
 from tadkit.detect.layers.align import segment_align, segment_align_batched
+from tadkit.detect.layers.anchors import (anchor_map, apply_offsets, boundary_labels, match_anchors,
+                                          offset_targets)
 from tadkit.detect.layers.attention import (TransformerBlock, TransformerEncoder, grid_patches,
                                             sinusoidal_embedding)
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions, range_max_table
@@ -27,4 +32,5 @@ __all__ = ["TransformerBlock", "TransformerEncoder", "grid_patches", "sinusoidal
            "boundary_max_pool", "boundary_regions", "range_max_table", "TemporalPyramid",
            "frame_level_feature", "level_centers", "level_mask", "pyramid_lengths", "refine_top_down",
            "segment_align", "segment_align_batched", "boundary_peaks", "peak_pairs", "MaskedLSTM",
-           "reverse_padded"]
+           "reverse_padded", "boundary_labels", "anchor_map", "match_anchors", "offset_targets",
+           "apply_offsets"]
