@@ -1,5 +1,7 @@
 """MENet head: labels on hand-made segments, anchor sampling per stage, peak candidates,
-padding invariance of the LSTM paths, decoding, ablation switches and a tiny overfit."""
+padding invariance of the LSTM paths, decoding, ablation switches and a tiny overfit.
+
+The anchor label functions themselves are tested in ``test_detect_anchors.py``."""
 from __future__ import annotations
 
 import math
@@ -13,8 +15,7 @@ from tadkit.detect.config import DetectConfig, MENetConfig
 from tadkit.detect.geometry import segment_iou
 from tadkit.detect.heads import build_head
 from tadkit.detect.heads.menet import MREM, candidate_anchors, sample_anchors, to_layer
-from tadkit.detect.layers.anchors import (anchor_map, apply_offsets, boundary_labels, match_anchors,
-                                          offset_targets)
+from tadkit.detect.layers.anchors import anchor_map
 from tadkit.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -33,42 +34,6 @@ def target(*segments: tuple[float, float]) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- labels
-def test_boundary_labels_are_the_cell_overlap_with_the_region_around_each_boundary():
-    start, end = boundary_labels(torch.tensor([[10.25, 20.0]]), 24, radius=1.5)
-    # start region [8.75, 11.75]: cell 9 = [8.5, 9.5] overlaps 0.75, cells 10-11 fully, cell 12 by 0.25
-    want = np.zeros(24)
-    want[[9, 10, 11, 12]] = [0.75, 1.0, 1.0, 0.25]
-    np.testing.assert_allclose(start.numpy(), want, atol=1e-6)
-    want = np.zeros(24)                                          # end region [18.5, 21.5]
-    want[[19, 20, 21]] = 1.0
-    np.testing.assert_allclose(end.numpy(), want, atol=1e-6)
-    # regions [2.5, 3.5] and [3.1, 4.1]: cell 3 = max(1, 0.4), cell 4 = 0.6
-    two, _ = boundary_labels(torch.tensor([[3.0, 6.0], [3.6, 9.0]]), 10, radius=0.5)
-    np.testing.assert_allclose(two.numpy(), [0, 0, 0, 1.0, 0.6, 0, 0, 0, 0, 0], atol=1e-6)
-    none_s, none_e = boundary_labels(torch.zeros(0, 2), 5)
-    assert not none_s.any() and not none_e.any()
-
-
-def test_anchor_map_rows_are_durations_and_mask_what_ends_inside():
-    anchors, valid = anchor_map(5, 3)
-    assert anchors.shape == (3, 5, 2)
-    assert anchors[0, 2].tolist() == [2, 3] and anchors[2, 1].tolist() == [1, 4]
-    assert valid.sum() == 4 + 3 + 2 and not valid[2, 2]
-
-
-def test_anchor_ious_matches_and_offsets_on_hand_made_segments():
-    gts = torch.tensor([[10.0, 20.0], [30.0, 40.0]])
-    anchors = torch.tensor([[10.0, 20.0], [12.0, 20.0], [31.0, 41.0], [0.0, 5.0]])
-    iou, idx = match_anchors(anchors, gts)
-    np.testing.assert_allclose(iou.numpy(), [1.0, 0.8, 9 / 11, 0.0], atol=1e-6)
-    assert idx[:3].tolist() == [0, 0, 1]
-    iou, idx = match_anchors(anchors, torch.zeros(0, 2))
-    assert not iou.any() and (idx == -1).all()
-    d = offset_targets(torch.tensor([10.0, 20.0]), torch.tensor([12.0, 17.0]))    # c 15 -> 14.5, d 10 -> 5
-    np.testing.assert_allclose(d.numpy(), [-0.05, math.log(0.5)], atol=1e-6)
-    np.testing.assert_allclose(apply_offsets(torch.tensor([10.0, 20.0]), d).numpy(), [12.0, 17.0], atol=1e-5)
-
-
 def test_layer_steps_are_centred_on_their_input_cells():
     # a stride-4 step j covers input cells 4j..4j+3 and sits at 4j + 1.5
     np.testing.assert_allclose(to_layer(torch.tensor([[1.5, 41.5]]), 4).numpy(), [[0.0, 10.0]])

@@ -20,7 +20,6 @@ from tadkit.extract import backbones as bb
 from tadkit.extract.backbones import r2plus1d as r21d
 from tadkit.extract.runner import ExtractOptions, Extractor
 from tadkit.extract.transforms import crop_maps, get_recipe, resize_frames
-from tadkit.extract.video import plan_snippets
 
 from test_backbones_ii import close, randomised
 from test_extract_helpers import ArrayReader, moving_frames, no_onednn  # noqa: F401
