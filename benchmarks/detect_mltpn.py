@@ -16,7 +16,7 @@ mean probability of that class over the run.
 Prints training seconds per epoch, inference videos per second and the mAP
 table, and writes them as JSON (``--json``). Usage::
 
-    python benchmarks/detect_mltpn.py --annotations ../shared/data/thumos14.json --work /tmp/bench
+    python benchmarks/detect_mltpn.py --annotations path/to/thumos14.json --work /tmp/bench
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ SOFT_NMS = ["method=gaussian", "sigma=0.5", "voting=true", "voting_iou=0.7", "ma
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--annotations", default=str(REPO.parent / "shared" / "data" / "thumos14.json"))
+    ap.add_argument("--annotations", required=True,
+                    help="THUMOS14 annotations (ActionFormer's thumos14.json) whose timeline the features follow")
     ap.add_argument("--work", default="/tmp/tadkit-bench-mltpn")
     ap.add_argument("--epochs", type=int, default=20,
                     help="the paper's schedule: 20 epochs, lr x0.1 after 3/4 of them (15)")

@@ -19,7 +19,7 @@ weight decay 1e-3, batch size 1) to show how far it gets in that time.
 Prints seconds per epoch, inference videos per second and the mAP table
 (markdown), and writes the figures as JSON (``--json``). Usage::
 
-    python benchmarks/detect_talmts.py --annotations ../shared/data/thumos14.json --work /tmp/bench-talmts
+    python benchmarks/detect_talmts.py --annotations path/to/thumos14.json --work /tmp/bench-talmts
 """
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ PUBLISHED = ["optim.name=adam", "optim.lr=1e-5", "optim.weight_decay=1e-3", "tra
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--annotations", default=str(REPO.parent / "shared" / "data" / "thumos14.json"))
+    ap.add_argument("--annotations", required=True,
+                    help="THUMOS14 annotations (ActionFormer's thumos14.json) whose timeline the features follow")
     ap.add_argument("--work", default="/tmp/tadkit-bench-talmts")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--variants", default=",".join(VARIANTS),

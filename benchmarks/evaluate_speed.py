@@ -1,20 +1,34 @@
-"""Speed of ``tadkit evaluate`` against the simple oracle, on an ActivityNet-1.3-val-sized input.
+"""End-to-end speed of ``tadkit evaluate`` on an ActivityNet-1.3-validation-sized input, side by side
+with the official ActivityNet code (when given) and the slow oracle.
 
 Input: the ActivityNet 1.3 validation ground truth (4,926 videos, 7,654 instances,
-200 classes; rebuilt from ``shared/data/sample_detection_prediction.json``, or a
-synthetic look-alike when that file is absent) and 100 deterministic noisy
-predictions per video (scores rounded to 2 decimals, so ties are frequent),
-10 tIoU thresholds. Prints tadkit's time (file loading, detection mAP, AR@AN)
-and the oracle's (``tests/oracle_eval.py``: loop per class / prediction /
-threshold) in one run, and checks that both give the same numbers bit for bit.
+200 classes; rebuilt from ``sample_detection_prediction.json`` found with ``--data`` (default: the test suite's
+real-data folder, ``TADKIT_REAL_DATA``, see ``tests/conftest.py``),
+or a synthetic look-alike when absent) and 100 deterministic noisy predictions per
+video (492,600; scores rounded to 2 decimals, so ties are frequent), 10 tIoU
+thresholds, written as official JSON files.
 
-    python benchmarks/evaluate_speed.py [--no-oracle] [--repeat 3]
+Measured, each in a fresh process, CPU time (user + system) next to wall time:
+
+* the whole ``tadkit evaluate`` CLI run (detection, then ``--task proposal``), with
+  ``--json``; best of ``--repeat``;
+* tadkit's breakdown: import / parse ground truth / parse predictions / evaluate / write;
+* ``--official DIR``: the official ``eval_detection.py`` / ``eval_proposal.py``
+  (activitynet/ActivityNet, ``Evaluation/``) run from DIR on the same files, single
+  process, with the same breakdown; its numbers must equal tadkit's bit for bit. DIR is
+  a scratch copy made runnable under Python 3 (see ``benchmarks/RESULTS.md``); nothing
+  of it is part of tadkit.
+* unless ``--no-oracle``: the oracle of ``tests/oracle_eval.py`` (bit-identical check).
+
+    python benchmarks/evaluate_speed.py [--official DIR] [--no-oracle] [--repeat 3] [--keep DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,80 +38,171 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-DATA = ROOT.parent / "shared" / "data" / "sample_detection_prediction.json"
+from conftest import REAL_DATA as DATA  # noqa: E402  (tests/ is on the path)
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+# Timed in a child process: import / parse / evaluate / write, CPU and wall per stage.
+_TADKIT_BREAKDOWN = """
+import json, sys, time
+def now(): return time.perf_counter(), time.process_time()
+t = [now()]
+from tadkit.evaluate.io import load_ground_truth, load_predictions
+from tadkit.evaluate.protocols import get_protocol
+from tadkit.evaluate.report import write_json
+t.append(now())
+task, gt_path, pred_path, out = sys.argv[1:5]
+gt = load_ground_truth(gt_path, subset="validation"); t.append(now())
+preds = load_predictions(pred_path, require_label=task == "detection"); t.append(now())
+p = get_protocol("anet")
+r = p.evaluate_detection(gt, preds) if task == "detection" else p.evaluate_proposals(gt, preds)
+t.append(now())
+write_json(r, out); t.append(now())
+names = ["import", "parse ground truth", "parse predictions", "evaluate", "write"]
+print(json.dumps({n: [t[i + 1][0] - t[i][0], t[i + 1][1] - t[i][1]] for i, n in enumerate(names)}))
+"""
+
+_OFFICIAL_BREAKDOWN = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+def now(): return time.perf_counter(), time.process_time()
+t = [now()]
+task, gt_path, pred_path, out = sys.argv[1:5]
+import numpy as np
+if task == "detection":
+    from eval_detection import ANETdetection as Evaluation
+else:
+    from eval_proposal import ANETproposal as Evaluation
+t.append(now())
+kw = dict(tiou_thresholds=np.linspace(0.5, 0.95, 10), subset="validation", verbose=False,
+          check_status=False)
+if task == "proposal":
+    kw["max_avg_nr_proposals"] = 100
+ev = Evaluation(gt_path, pred_path, **kw); t.append(now())
+ev.evaluate(); t.append(now())
+if task == "detection":
+    doc = {"ap": ev.ap.tolist(), "mAP": ev.mAP.tolist(), "average_mAP": float(ev.average_mAP)}
+else:
+    doc = {"recall": ev.recall.tolist(), "AR": ev.avg_recall.tolist(), "AN": ev.proposals_per_video.tolist()}
+json.dump(doc, open(out, "w")); t.append(now())
+names = ["import", "parse", "evaluate", "write"]
+print(json.dumps({n: [t[i + 1][0] - t[i][0], t[i + 1][1] - t[i][1]] for i, n in enumerate(names)}))
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", type=Path, default=None,
+                        help="folder with the official eval_detection.py / eval_proposal.py (Python 3)")
     parser.add_argument("--no-oracle", action="store_true", help="skip the slow oracle")
     parser.add_argument("--repeat", type=int, default=3, help="best of N for tadkit timings")
     parser.add_argument("--per-video", type=int, default=100)
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with sample_detection_prediction.json")
+    parser.add_argument("--keep", type=Path, default=None, help="write the input files here and keep them")
     args = parser.parse_args()
 
-    from oracle_eval import (jittered_predictions, load_anet_val_rows, oracle_detection,
-                             oracle_proposals)
-    from tadkit.evaluate import (ANET_TIOU, evaluate_detection, evaluate_proposals,
-                                 load_ground_truth, load_predictions)
+    from oracle_eval import jittered_predictions, load_anet_val_rows
 
-    gt_rows = load_anet_val_rows(DATA) if DATA.exists() else _synthetic_gt()
+    sample = args.data / "sample_detection_prediction.json"
+    gt_rows = load_anet_val_rows(sample) if sample.exists() else _synthetic_gt()
     pred_rows = jittered_predictions(gt_rows, per_video=args.per_video, seed=0)
-    n_videos = len({r[0] for r in gt_rows})
-    n_classes = len({r[3] for r in gt_rows})
-    print(f"input: {n_videos} videos, {len(gt_rows)} ground truth, {n_classes} classes, "
-          f"{len(pred_rows)} predictions, {len(ANET_TIOU)} tIoU thresholds "
-          f"({'real ANet 1.3 val GT' if DATA.exists() else 'synthetic GT'}); "
-          f"cpus: {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
-        gt_file, pred_file = Path(tmp) / "gt.json", Path(tmp) / "pred.json"
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        gt_file, pred_file = folder / "gt.json", folder / "pred.json"
         _write(gt_rows, pred_rows, gt_file, pred_file)
-        t0 = time.perf_counter()
-        gt = load_ground_truth(gt_file, subset="validation")
-        preds = load_predictions(pred_file)
-        t_load = time.perf_counter() - t0
-    t_det = _best(lambda: evaluate_detection(gt, preds, ANET_TIOU), args.repeat)
-    c_det = _best.cpu
-    t_prop = _best(lambda: evaluate_proposals(gt, preds, ANET_TIOU, max_avg_nr_proposals=100),
-                   args.repeat)
-    c_prop = _best.cpu
-    det = evaluate_detection(gt, preds, ANET_TIOU)
-    prop = evaluate_proposals(gt, preds, ANET_TIOU, max_avg_nr_proposals=100)
-    print(f"tadkit  load JSON files        {t_load:8.2f} s")
-    print(f"tadkit  detection mAP          {t_det:8.2f} s (cpu {c_det:.2f} s)   "
-          f"average mAP {100 * det.average_mAP:.4f}%")
-    print(f"tadkit  AR@AN + AUC + AR@N     {t_prop:8.2f} s (cpu {c_prop:.2f} s)   "
-          f"AUC {prop.AUC_percent:.4f}%  AR@100 {100 * prop.AR[-1]:.4f}%")
-    if args.no_oracle:
-        return
+        print(f"input: {len({r[0] for r in gt_rows})} videos, {len(gt_rows)} ground truth, "
+              f"{len({r[3] for r in gt_rows})} classes, {len(pred_rows)} predictions "
+              f"({pred_file.stat().st_size / 1e6:.0f} MB JSON), 10 tIoU thresholds "
+              f"({'real ANet 1.3 val GT' if sample.exists() else 'synthetic GT'}); "
+              f"cpus: {os.cpu_count()}; one thread")
+        results = {}
+        for task in ("detection", "proposal"):
+            results[task] = _run_task(task, gt_file, pred_file, folder, args)
+        if not args.no_oracle:
+            _check_oracle(gt_rows, pred_rows, folder)
+    print("\nsummary (CPU s; ratio = official CPU / tadkit CLI CPU)")
+    for task, r in results.items():
+        line = f"  {task:9s} tadkit CLI {r['cli_cpu']:.2f} s CPU ({r['cli_wall']:.2f} s wall)"
+        if "official_cpu" in r:
+            line += (f"; official {r['official_cpu']:.1f} s CPU ({r['official_wall']:.1f} s wall): "
+                     f"x{r['official_cpu'] / r['cli_cpu']:.0f} CPU, identical: {r['identical']}")
+        print(line)
+
+
+def _run_task(task: str, gt_file: Path, pred_file: Path, folder: Path, args) -> dict:
+    out = folder / f"tadkit_{task}.json"
+    cli = [sys.executable, "-m", "tadkit", "evaluate", "--gt", str(gt_file), "--pred", str(pred_file),
+           "--task", task, "--json", str(out)]
+    runs = [_timed(cli) for _ in range(max(1, args.repeat))]
+    cli_cpu, cli_wall = min(runs)
+    print(f"\n[{task}] tadkit evaluate CLI end to end: {cli_cpu:.2f} s CPU, {cli_wall:.2f} s wall "
+          f"(best of {len(runs)}; all CPU: {', '.join(f'{c:.2f}' for c, _ in runs)})")
+    breakdown = _stages([sys.executable, "-c", _TADKIT_BREAKDOWN, task, str(gt_file), str(pred_file),
+                         str(folder / f"breakdown_{task}.json")])
+    _print_stages("tadkit", breakdown)
+    result = {"cli_cpu": cli_cpu, "cli_wall": cli_wall}
+    if args.official is not None:
+        official_out = folder / f"official_{task}.json"
+        cmd = [sys.executable, "-c", _OFFICIAL_BREAKDOWN, task, str(gt_file), str(pred_file), str(official_out)]
+        t0, c0 = time.perf_counter(), _children_cpu()
+        stages = _stages(cmd, cwd=args.official)
+        result["official_wall"], result["official_cpu"] = time.perf_counter() - t0, _children_cpu() - c0
+        _print_stages("official", stages)
+        result["identical"] = _same(task, json.loads(out.read_text()), json.loads(official_out.read_text()))
+        print(f"  official end to end {result['official_cpu']:.1f} s CPU, {result['official_wall']:.1f} s wall;"
+              f" tadkit CLI is x{result['official_cpu'] / cli_cpu:.0f} (CPU), "
+              f"x{result['official_wall'] / cli_wall:.0f} (wall); numbers identical: {result['identical']}")
+    return result
+
+
+def _same(task: str, ours: dict, official: dict) -> bool:
+    if task == "detection":
+        ap = np.array(list(ours["per_class_AP"].values())).T
+        return (np.array_equal(ap, np.array(official["ap"])) and ours["mAP"] == official["mAP"]
+                and ours["average_mAP"] == official["average_mAP"])
+    return ours["AR"] == official["AR"] and ours["AN"] == official["AN"]
+
+
+def _check_oracle(gt_rows, pred_rows, folder: Path) -> None:
+    from oracle_eval import oracle_detection, oracle_proposals
+
+    from tadkit.evaluate import ANET_TIOU
+
+    det = json.loads((folder / "tadkit_detection.json").read_text())
+    prop = json.loads((folder / "tadkit_proposal.json").read_text())
     t0 = time.perf_counter()
     ap, labels, mAP = oracle_detection(gt_rows, pred_rows, ANET_TIOU)
-    t_odet = time.perf_counter() - t0
+    same_det = labels == list(det["per_class_AP"]) and np.array_equal(
+        ap, np.array(list(det["per_class_AP"].values())).T) and mAP.tolist() == det["mAP"]
+    print(f"\noracle detection {time.perf_counter() - t0:.1f} s wall; identical: {same_det}")
     t0 = time.perf_counter()
-    recall, avg, ppv, area, at = oracle_proposals(gt_rows, pred_rows, ANET_TIOU, 100,
-                                                  recall_at=(50, 100, 200, 500))
-    t_oprop = time.perf_counter() - t0
-    same_det = labels == det.labels and np.array_equal(ap, det.ap) and np.array_equal(mAP, det.mAP)
-    same_prop = (np.array_equal(recall, prop.recall) and np.array_equal(avg, prop.AR)
-                 and area == prop.area and at == prop.recall_at)
-    print(f"oracle  detection mAP          {t_odet:8.2f} s   identical: {same_det}  "
-          f"(speed-up x{t_odet / t_det:.0f})")
-    print(f"oracle  AR@AN + AUC + AR@N     {t_oprop:8.2f} s   identical: {same_prop}  "
-          f"(speed-up x{t_oprop / t_prop:.0f})")
+    recall, avg, ppv, area, at = oracle_proposals(gt_rows, pred_rows, ANET_TIOU, 100)
+    same_prop = avg.tolist() == prop["AR"] and ppv.tolist() == prop["AN"]
+    print(f"oracle proposals {time.perf_counter() - t0:.1f} s wall; identical: {same_prop}")
     if not (same_det and same_prop):
         sys.exit("MISMATCH between tadkit and the oracle")
 
 
-def _best(fn, repeat: int) -> float:
-    """Best wall time of ``repeat`` runs (the machine may be shared: the best run is
-    the least disturbed one); also prints the CPU time of that run."""
-    best, cpu = float("inf"), 0.0
-    for _ in range(max(1, repeat)):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall = time.perf_counter() - t0
-        if wall < best:
-            best, cpu = wall, time.process_time() - c0
-    _best.cpu = cpu
-    return best
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    """(CPU s of the child: user + system, wall s)."""
+    c0, t0 = _children_cpu(), time.perf_counter()
+    subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL)
+    return _children_cpu() - c0, time.perf_counter() - t0
+
+
+def _stages(cmd: list[str], cwd: Path | None = None) -> dict:
+    out = subprocess.run(cmd, check=True, env=ENV, cwd=cwd, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _print_stages(who: str, stages: dict) -> None:
+    parts = ", ".join(f"{k} {c:.3f}" for k, (w, c) in stages.items())
+    print(f"  {who} breakdown (CPU s, in-process clock): {parts}")
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _write(gt_rows, pred_rows, gt_file: Path, pred_file: Path) -> None:

@@ -6,7 +6,8 @@ imported lazily, so ``tadkit --help`` stays fast and a stage's heavy imports
 
 Expected problems raise :class:`tadkit.errors.TadkitError` (or a click usage
 error); :func:`main` prints them as one ``error: ...`` line and exits non-zero.
-``--debug`` re-raises them with their traceback.
+``--debug`` (accepted anywhere before ``--``) re-raises them with their traceback; usage
+errors stay one line.
 """
 from __future__ import annotations
 
@@ -29,7 +30,22 @@ STAGE_COMMANDS: dict[str, str] = {
 }
 
 
-class _LazyGroup(click.Group):
+class HelpGroup(click.Group):
+    """A click group whose command list shows each command's whole first sentence (wrapped to
+    the terminal), never cut short with "..."."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _LazyGroup(HelpGroup):
     """A click group whose stage commands are imported when first used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -76,7 +92,8 @@ def info(path: str, as_json: bool, limit: int) -> None:
     click.echo(f"feature store: {store.root}")
     for key in ("backbone", "streams", "feature_dim", "fps", "clip_len", "stride",
                 "weights", "preprocessing", "extras", "tadkit_version", "format_version"):
-        click.echo(f"  {key:15s} {prov.get(key)}")
+        for line in _tree_lines(key, prov.get(key), "  "):
+            click.echo(line)
     videos = summary["videos"]
     click.echo(f"  videos          {len(videos)}")
     for vid, shapes in list(videos.items())[:limit]:
@@ -96,6 +113,23 @@ def info(path: str, as_json: bool, limit: int) -> None:
         click.echo(f"  failed videos   {len(summary['failures'])}")
         for vid, reason in list(summary["failures"].items())[:limit]:
             click.echo(f"    {vid}: {reason}")
+
+
+def _tree_lines(key: str, value: object, indent: str, list_items: int = 6) -> list[str]:
+    """``key value`` on one line, or, for a non-empty mapping, ``key`` and its entries indented
+    below (recursively); long lists show their first ``list_items`` items and their length."""
+    if isinstance(value, dict) and value:
+        lines = [f"{indent}{key}"]
+        for k, v in value.items():
+            lines += _tree_lines(str(k), v, indent + "  ", list_items)
+        return lines
+    if isinstance(value, list) and len(value) > list_items:
+        shown = ", ".join(str(v) for v in value[:list_items])
+        value = f"[{shown}, ...] ({len(value)} items)"
+    elif isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    width = max(1, 17 - len(indent))
+    return [f"{indent}{key:{width}s} {value}"]
 
 
 def _time_ranges(store, video_id: str) -> dict[str, list[float]]:
@@ -128,7 +162,7 @@ def _time_ranges(store, video_id: str) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tadkit`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args
+    args, debug = _hoist_debug(args)
     try:
         result = cli.main(args=args, prog_name="tadkit", standalone_mode=False)
         # A command that raises click.exceptions.Exit(code) (e.g. extract's exit 3 when some videos
@@ -137,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             return result
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # plain `tadkit`, `tadkit detect`, ...
+        click.echo(exc.ctx.get_help())
+        return 0
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         return 130
-    except click.ClickException as exc:
-        if debug:
-            raise
+    except click.ClickException as exc:  # a usage error: one line, even with --debug
         click.echo(f"error: {_one_line(exc.format_message())}", err=True)
         return exc.exit_code
     except (TadkitError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
@@ -154,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("error: interrupted", err=True)
         return 130
     return 0
+
+
+def _hoist_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Accept ``--debug`` anywhere before ``--`` (e.g. after a sub-command): it becomes the
+    group's option. Returns the arguments and whether it was given."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    debug = len(head) < end
+    return (["--debug"] if debug else []) + head + args[end:], debug
 
 
 def _one_line(message: str) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 
 from tadkit.errors import TadkitError
+from tadkit.threads import threads_option
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ FAST = DemoSettings(num_videos=6, num_classes=3, size=64, fps=8.0, min_duration=
 @click.option("--fast", is_flag=True, help="A smaller, quicker run (used by the test suite).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of videos, weights and training.")
 @click.option("--force", is_flag=True, help="Delete --out first instead of reusing finished stages.")
+@threads_option
 def demo(out: str, fast: bool, seed: int, force: bool) -> None:
     """Run the demo pipeline: synthetic videos -> extract -> train -> infer -> evaluate."""
     run_demo(Path(out), FAST if fast else FULL, seed=seed, force=force)

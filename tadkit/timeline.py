@@ -106,6 +106,34 @@ def snippet_centers(num_frames: int, clip_len: int, stride: int, fps: float) -> 
     return (starts + clip_len / 2.0) / fps
 
 
+def snippet_span_frames(num_snippets: int, clip_len: int, stride: int) -> int:
+    """Frames covered by ``num_snippets`` snippets from frame 0: ``(num_snippets - 1)*stride + clip_len``."""
+    return (int(num_snippets) - 1) * int(stride) + int(clip_len)
+
+
+def strided_feature_times(num: int, stride: float, offset: float, fps: float) -> np.ndarray:
+    """Time stamps in seconds of ``num`` features taken every ``stride`` frames, feature ``i``
+    stamped at frame ``i*stride + offset``: ``(i*stride + offset) / fps``.
+
+    The convention of published strided features (ActionFormer: ``offset = num_frames / 2``;
+    OpenTAD: ``offset = offset_frames``); with ``offset = clip_len / 2`` it is
+    :func:`snippet_centers`.
+    """
+    return (np.arange(num, dtype=np.float64) * stride + offset) / fps
+
+
+def resized_feature_times(num: int, span: float) -> np.ndarray:
+    """Time stamps in seconds of ``num`` features that split ``[0, span)`` seconds into equal
+    cells (features resized to a fixed length, e.g. BMN's 100): cell centres ``(i + 1/2) * span / num``."""
+    return (np.arange(num, dtype=np.float64) + 0.5) * (span / num)
+
+
+def resized_feature_rate(num: int, span: float) -> float:
+    """Cells per second of ``num`` resized features over ``span`` seconds (``num / span``): the
+    sample rate at which each cell is one frame, so the grid step ``1 / rate`` is one cell."""
+    return float(num) / float(span)
+
+
 def snippet_bounds(centers: np.ndarray, clip_len: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """``(start, end)`` seconds covered by the snippets with these centre times."""
     half = clip_len / (2.0 * fps)

@@ -1,21 +1,42 @@
-"""Shared fixtures: paths to the real annotation files beside the repository."""
+"""Shared fixtures: optional real annotation files, the backbone key lists, one torch thread."""
 from __future__ import annotations
 
+import gzip
+import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
+#: Real THUMOS14 / ActivityNet annotation files (not part of the repository): the folder named by
+#: ``TADKIT_REAL_DATA``, else a ``shared/data`` folder beside the checkout. Tests using them skip
+#: when neither exists.
+REAL_DATA = Path(os.environ.get("TADKIT_REAL_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real THUMOS14 / ActivityNet files); skip if absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real annotation files not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """The real annotation files (see :data:`REAL_DATA`); skip if absent."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real annotation files not found at {REAL_DATA} (set TADKIT_REAL_DATA)")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def backbone_keys() -> Callable[[str], list[str]]:
+    """``name -> ["key [shape]", ...]``: a reference checkpoint layout, one state-dict entry per line.
+
+    ``tests/data/backbone_keys/<name>.txt.gz`` are dumps of the published checkpoints' key
+    names and shapes, in their order (piergiaj / hassony2 I3D, mmaction2 TSN, PySlowFast and
+    PyTorchVideo SlowFast, IG-65M R(2+1)D-34).
+    """
+    def read(name: str) -> list[str]:
+        text = gzip.decompress((DATA / "backbone_keys" / f"{name}.txt.gz").read_bytes()).decode()
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return read
 
 
 @pytest.fixture(scope="module")

@@ -241,8 +241,8 @@ def test_malformed_csv_names_file_and_entry(tmp_path, text, needle):
      "database['v'].annotations[0].segment: expected [start, end]"),
     ({"database": {"v": {"subset": "val", "annotations": [{"segment": [1, "x"], "label": "a"}]}}},
      "database['v'].annotations[0].segment[1]: expected a number"),
-    ({"database": {"v": {"subset": "val", "annotations": [{"segment": [1, 2], "label": 3}]}}},
-     "database['v'].annotations[0].label"),
+    ({"database": {"v": {"subset": "val", "annotations": [{"segment": [1, 2], "label": True}]}}},
+     "database['v'].annotations[0].label: expected a non-empty class name, got True"),
     ({"database": {"v": {"subset": "val", "duration": -1, "annotations": []}}},
      "database['v'].duration: must be positive"),
     ({"database": {"v": {"subset": 5, "annotations": []}}}, "database['v'].subset: expected a string"),
@@ -408,3 +408,38 @@ def test_single_thumos_txt_and_video_info_durations(tmp_path):
     (tmp_path / "Run_test.txt").write_text("video_test_1 1.0\n")
     with pytest.raises(InputError, match="Run_test.txt: line 1: expected 'video start end'"):
         quiet_load(tmp_path / "Run_test.txt")
+
+
+# --------------------------------------------------------------------------- taxonomy, huge numbers
+def _taxonomy(*leaves):
+    return [{"nodeId": 0, "nodeName": "Root", "parentId": None, "parentName": None}] + [
+        {"nodeId": i + 1, "nodeName": n, "parentId": 0, "parentName": "Root"} for i, n in enumerate(leaves)]
+
+
+def test_label_outside_the_files_taxonomy_is_an_error(tmp_path):
+    doc = {"taxonomy": _taxonomy("Run", "Jump", "Swim"), "database": {
+        "v1": {"subset": "training", "annotations": [{"segment": [1, 2], "label": "Run"}]},
+        "v2": {"subset": "training", "annotations": [{"segment": [1, 2], "label": "Runing"}]}}}
+    p = tmp_path / "tax.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"label 'Runing' \(video 'v2'\) is not in the file's taxonomy "
+                                         r"\(3 classes; 1 unknown label\(s\): 'Runing'\)"):
+        quiet_load(p)
+    # an explicit class list decides instead; without the typo every leaf is a class
+    assert quiet_load(p, classes=["Run", "Runing"]).classes == ["Run", "Runing"]
+    doc["database"]["v2"]["annotations"][0]["label"] = "Run"
+    p.write_text(json.dumps(doc))
+    assert quiet_load(p).classes == ["Jump", "Run", "Swim"]
+
+
+@pytest.mark.parametrize("name,text", [
+    ("gt.json", '{"database": {"v": {"subset": "val", "annotations": [{"segment": [0, %s], "label": "a"}]}}}'),
+    ("res.json", '{"results": {"v": [{"segment": [0, 1], "label": "a", "score": %s}]}}'),
+])
+def test_integer_of_more_than_4300_digits_is_a_one_line_error(tmp_path, name, text):
+    from tadkit.evaluate import load_predictions
+
+    p = tmp_path / name
+    p.write_text(text % ("9" * 5000))
+    with pytest.raises(InputError, match=f"{name}: malformed JSON: a number has more than 4300 digits"):
+        quiet_load(p) if name == "gt.json" else load_predictions(p)

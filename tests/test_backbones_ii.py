@@ -1,13 +1,12 @@
 """Extraction stage II backbones: TSN R50, SlowFast R50/R101, R(2+1)D-34, MENet MFE.
 
-Key layouts are compared line by line with ``shared/specs/keys/*.txt``; forward
+Key layouts are compared line by line with the reference dumps in ``tests/data/backbone_keys``; forward
 passes are checked against small functional oracles written here from the spec
 (they read the *other* layout's key names, so they also check the renaming).
 All tensors are tiny (32x32 or 64x64 frames, batch 1-2) to keep CPU time low.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +23,6 @@ from tadkit.extract.backbones import mfe as mfe_mod
 from tadkit.extract.backbones import r2plus1d as r21d
 from tadkit.extract.backbones import slowfast as sf
 from tadkit.extract.backbones import tsn as tsn_mod
-
-KEYS = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "keys"
 
 LAYOUT_CASES = [
     ("tsn_r50_rgb", {"num_classes": 200}, "mmaction2", "tsn_r50_rgb_mmaction2"),
@@ -64,10 +61,10 @@ def close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> bool:
 
 # --------------------------------------------------------------------------- key layouts
 @pytest.mark.parametrize("name,kw,fmt,keyfile", LAYOUT_CASES)
-def test_state_dict_layout_matches_the_spec_key_file_line_by_line(name, kw, fmt, keyfile):
+def test_state_dict_layout_matches_the_reference_key_file_line_by_line(name, kw, fmt, keyfile, backbone_keys):
     model = bb.build(name, **kw)
     got = [f"{k} {list(v.shape)}" for k, v in model.state_dict_as(fmt).items()]
-    want = (KEYS / f"{keyfile}.txt").read_text().splitlines()
+    want = backbone_keys(keyfile)
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert g == w, f"line {i + 1}"

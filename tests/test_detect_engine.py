@@ -158,6 +158,7 @@ def test_unknown_config_key_is_one_line_error(data, capsys):
     assert "num_thmz" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(data, tmp_path):
     root, ann, feats = data
     out = tmp_path / "ddp"

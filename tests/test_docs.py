@@ -56,9 +56,11 @@ def test_documented_command_parses(doc, line):
     if words[0] == "torchrun":
         words = words[words.index("tadkit"):]
     words = words[1:]
+    if words and words[0] == "--":  # torchrun ... -m tadkit -- detect ... (keeps torchrun off tadkit's options)
+        words.pop(0)
     cmd: click.Command = cli
     path = []
-    while words and words[0] == "--debug":  # the group's own flag, before the sub-command
+    while words and words[0] == "--debug":  # the group's own flag (accepted anywhere on the line)
         words.pop(0)
     while words and isinstance(cmd, click.Group) and not words[0].startswith("-"):
         sub = cmd.get_command(click.Context(cmd), words[0])
@@ -66,9 +68,9 @@ def test_documented_command_parses(doc, line):
         cmd, path = sub, path + [words.pop(0)]
     result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0, f"{doc}: 'tadkit {' '.join(path)} --help' failed: {result.output}"
-    known = {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)} | {"--help", "-h"}
+    known = {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)} | {"--help", "-h", "--debug"}
     if cmd is cli:
-        known |= {"--version", "--debug"}
+        known |= {"--version"}
     for word in words:
         if word.startswith("--"):
             opt = word.split("=")[0]

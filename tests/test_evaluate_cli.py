@@ -81,10 +81,18 @@ def test_thumos_official_rule_needs_ambiguous_segments(files, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--subset", "testing"], "subset 'testing' matches no video"),
+    (["--subset", "testing"], "no subset 'testing' in the annotations"),
     (["--tiou", "0.5,abc"], "cannot read tIoU thresholds"),
     (["--tiou", "0,0.5"], "must lie in (0, 1]"),
-    (["--dataset", "kinetics"], "unknown dataset protocol"),
+    (["--dataset", "kinetics"], "'kinetics' is not one of 'anet', 'hacs', 'thumos14'"),
+    (["--tiou", "0.5:0.95:1e-12"], "give 450,000,000,001 thresholds; at most 1000"),
+    (["--tiou", "0,0.5"], "got 0.0"),
+    (["--task", "proposal", "--max-proposals", "nan"], "--max-proposals"),
+    (["--task", "proposal", "--max-proposals", "inf"], "in [1, 1000000], got inf"),
+    (["--task", "proposal", "--max-proposals", "1e300"], "in [1, 1000000], got 1e+300"),
+    (["--task", "proposal", "--max-proposals", "1e-9"], "in [1, 1000000], got 1e-09"),
+    (["--worst", "-1"], "--worst"),
+    (["--timelines", "-1"], "--timelines"),
 ])
 def test_user_errors_are_one_line_and_exit_nonzero(files, capsys, args, message):
     tmp, gt, pred = files
@@ -92,6 +100,7 @@ def test_user_errors_are_one_line_and_exit_nonzero(files, capsys, args, message)
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("error:") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "np.float64" not in err
 
 
 def test_malformed_prediction_file_names_the_file(files, capsys):
@@ -101,3 +110,42 @@ def test_malformed_prediction_file_names_the_file(files, capsys):
     code = main(["evaluate", "--gt", str(gt), "--pred", str(bad)])
     err = capsys.readouterr().err
     assert code == 1 and str(bad) in err and "results['vid1'][0]" in err and "NaN" in err
+
+
+def test_dataset_choices_are_the_protocols():
+    from tadkit.evaluate.cli import DATASETS
+    from tadkit.evaluate.protocols import PROTOCOLS
+
+    assert DATASETS == tuple(PROTOCOLS)
+
+
+def test_max_proposals_nan_is_a_range_error(files, capsys):
+    _, gt, pred = files
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--task", "proposal",
+                 "--max-proposals", "nan"]) == 2
+    assert "must be a finite average number of proposals per video in [1, 1000000], got nan" in \
+        capsys.readouterr().err
+
+
+def test_json_inside_the_report_folder_is_written_once(files):
+    tmp, gt, pred = files
+    out_dir = tmp / "report"
+    res = CliRunner().invoke(cli, ["evaluate", "--gt", str(gt), "--pred", str(pred), "--json",
+                                   str(out_dir / "results.json"), "--out", str(out_dir)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out_dir.glob("*.json")) == ["results.json"]
+    assert json.loads((out_dir / "results.json").read_text())["task"] == "detection"
+
+
+def test_inverted_predictions_are_scored_with_a_note_or_refused(files, capsys):
+    tmp, gt, _ = files
+    pred = tmp / "inv.json"
+    pred.write_text(json.dumps({"results": {"vid1": [
+        {"label": "Run", "score": 0.9, "segment": [0, 10]},
+        {"label": "Run", "score": 0.8, "segment": [30, 20]}]}}))
+    res = CliRunner().invoke(cli, ["evaluate", "--gt", str(gt), "--pred", str(pred)])
+    assert res.exit_code == 0, res.output
+    assert "note: 1 inverted predicted segments kept: results['vid1'][1] [30, 20]" in res.output
+    code = main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--reject-inverted"])
+    err = capsys.readouterr().err
+    assert code == 1 and "results['vid1'][1] [30, 20]: inverted segment" in err

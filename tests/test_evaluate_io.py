@@ -45,7 +45,7 @@ def test_subset_spellings_are_normalised(name, canonical):
 
 def test_subset_that_matches_nothing_lists_the_existing_ones(tmp_path):
     path = _write(tmp_path, "gt.json", DATABASE)
-    with pytest.raises(InputError, match=r"subset 'testing' matches no video.*'training', 'validation'"):
+    with pytest.raises(InputError, match=r"no subset 'testing'.*subsets: training \(1 videos\), validation \(2 videos\)"):
         load_ground_truth(path, subset="testing")
 
 
@@ -117,14 +117,11 @@ def test_v_prefix_is_not_applied_when_both_forms_are_predicted():
     ({"results": {"v": [{"segment": [0, 1], "label": "A"}]}}, r"results\['v'\]\[0\] has no 'score'"),
     ({"results": {"v": [{"segment": [0, 1], "label": "A", "score": float("nan")}]}},
      r"results\['v'\]\[0\]: score is nan"),
-    ({"results": {"v": [{"segment": [0, 1], "label": "A", "score": 1},
-                        {"segment": [5, 2], "label": "A", "score": 1}]}},
-     r"results\['v'\]\[1\]: inverted segment"),
-    ({"results": {"v": [{"segment": [0], "label": "A", "score": 1}]}}, r"must be \[start, end\]"),
-    ({"results": {"v": [{"segment": [0, "x"], "label": "A", "score": 1}]}}, "is not a number"),
+    ({"results": {"v": [{"segment": [0], "label": "A", "score": 1}]}}, r"results\['v'\]\[0\].segment: expected \[start, end\]"),
+    ({"results": {"v": [{"segment": [0, "x"], "label": "A", "score": 1}]}}, r"segment\[1\]: expected a number"),
     ({"results": {"v": [{"segment": [0, 1], "score": 1}]}}, "has no 'label'"),
     ({"results": {"v": [{"segment": [0, 1], "label": "A", "score": "high"}]}}, "score must be a number"),
-    ({"results": {"v": {"segment": [0, 1]}}}, r"results\['v'\] is not a list"),
+    ({"results": {"v": {"segment": [0, 1]}}}, r"results\['v'\]: expected a list"),
 ])
 def test_bad_predictions_name_the_file_and_first_offending_entry(tmp_path, content, message):
     text = content if isinstance(content, str) else json.dumps(content)
@@ -139,10 +136,10 @@ def test_bad_predictions_name_the_file_and_first_offending_entry(tmp_path, conte
                                                                    "label": "A"}]}}},
      "inverted segment"),
     ({"database": {"v": {"subset": "validation", "annotations": [{"label": "A"}]}}},
-     r"database\['v'\]\['annotations'\]\[0\] has no 'segment'"),
+     r"database\['v'\].annotations\[0\] has no 'segment'"),
     ({"database": {"v": {"subset": "validation", "annotations": [{"segment": [0, 1]}]}}},
      "has no 'label'"),
-    ([1, 2], "not a ground-truth file"),
+    ([1, 2], "cannot tell the annotation format"),
 ])
 def test_bad_ground_truth_is_an_input_error(tmp_path, content, message):
     with pytest.raises(InputError, match=message):
@@ -174,8 +171,26 @@ def test_empty_results_file_evaluates_to_zero(tmp_path):
 
 def test_csv_errors_name_the_line(tmp_path):
     path = _write(tmp_path, "p.csv", "video,start,end,label,score\nv,0,1,A,0.5\nv,0,1,A,high\n")
-    with pytest.raises(InputError, match="line 3: score 'high' is not a number"):
+    with pytest.raises(InputError, match="row 2 \\(video 'v'\\): score 'high' is not a number"):
         load_predictions(path)
     path = _write(tmp_path, "g.csv", "video,start,end,label\nv,0,1,A\nv,4,2,A\n")
     with pytest.raises(InputError, match="inverted segment"):
         load_ground_truth(path)
+
+
+def test_integer_labels_and_numeric_strings_are_read_as_the_official_code_reads_them(tmp_path):
+    # the official code keys classes by the label as written and reads segments with float()
+    gt = load_ground_truth(_write(tmp_path, "gt.json", {"database": {"v": {
+        "subset": "validation", "annotations": [{"segment": ["1.5", 4], "label": 3}]}}}), "val")
+    assert gt.label.tolist() == ["3"] and gt.start.tolist() == [1.5]
+    preds = load_predictions(_write(tmp_path, "p.json", {"results": {"v": [
+        {"segment": [1.5, 4], "label": 3, "score": 1}]}}))
+    assert preds.label.tolist() == ["3"]
+
+
+def test_proposals_with_some_labels_read_the_missing_ones_as_empty(tmp_path):
+    path = _write(tmp_path, "p.json", {"results": {"v": [{"segment": [0, 1], "score": 0.5},
+                                                         {"segment": [0, 2], "score": 0.4, "label": "A"}]}})
+    assert load_predictions(path, require_label=False).label.tolist() == ["", "A"]
+    path = _write(tmp_path, "q.json", {"results": {"v": [{"segment": [0, 1], "score": 0.5}]}})
+    assert load_predictions(path, require_label=False).label is None

@@ -19,7 +19,7 @@ def test_detection_table_is_in_percent_and_lists_the_lowest_classes():
     text = format_detection_table(r, worst=1)
     assert "0.50  100.00" in text and "0.95  " in text
     assert f"average mAP (0.5, 0.95): {100 * r.average_mAP:.2f}" in text
-    assert "lowest 1 classes" in text
+    assert "lowest 1 class " in text
 
 
 def test_per_class_csv_round_trips_the_ap_table(tmp_path):
@@ -35,8 +35,8 @@ def test_per_class_csv_round_trips_the_ap_table(tmp_path):
 def test_proposal_report_and_table(tmp_path):
     r = evaluate_proposals(GT, PREDS, [0.5], max_avg_nr_proposals=2, recall_at=(1,))
     files = write_report(r, tmp_path)
-    assert {f.name for f in files} == {"summary.json", "ar_an.csv", "ar_an.png"}
-    assert "AUC (AR-AN" in format_proposal_table(r) and "AR@1:" in format_proposal_table(r)
+    assert {f.name for f in files} == {"results.json", "ar_an.csv", "ar_an.png"}
+    assert "AUC (AR-AN" in format_proposal_table(r) and "AR@1 per video" in format_proposal_table(r)
 
 
 def test_timeline_draws_ground_truth_and_the_top_predictions():

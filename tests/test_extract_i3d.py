@@ -1,9 +1,6 @@
 """I3D: the parity-critical details of the spec, key layouts and checkpoint loading."""
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,17 +12,6 @@ from tadkit.extract.backbones import i3d
 from tadkit.registry import Registry
 
 from test_extract_helpers import no_onednn  # noqa: F401
-
-#: The spec's key dumps (``shared/specs/keys``, next to the working tree) ...
-KEYS = Path(__file__).resolve().parents[2] / "shared" / "specs" / "keys"
-#: ... and the SHA-256 of their non-empty lines joined by newlines, so the
-#: layout is pinned even where the spec folder is not available.
-KEY_SHA256 = {
-    "i3d_flow_hassony2": "69bb85aa210b75dbdbd3e1b933ee94432a519abd4f0380e16f5e9e2df5b91cf0",
-    "i3d_flow_piergiaj": "cd334f9621b6318176df46de3c23477fa951b92efac0576815396fe6306327c6",
-    "i3d_rgb_hassony2": "72db2457c14069823f24c7b3852a1f88e8e4112d30e11a3629bcffccc7f62ee6",
-    "i3d_rgb_piergiaj": "2b3c4ae4c80068d8bb227da019804dbf638e11f3fb46c85aef3e31fed4926336",
-}
 
 
 def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -139,15 +125,10 @@ def test_batch_norm_uses_eps_1e3_by_default_and_is_settable():
 # --------------------------------------------------------------------------- key layouts
 @pytest.mark.parametrize("stream", ["rgb", "flow"])
 @pytest.mark.parametrize("fmt", ["piergiaj", "hassony2"])
-def test_state_dict_keys_and_shapes_match_the_spec_files_in_order(stream, fmt):
-    sd = build(f"i3d_{stream}").state_dict_as(fmt)
-    got = [f"{k} {list(v.shape)}" for k, v in sd.items()]
-    spec = KEYS / f"i3d_{stream}_{fmt}.txt"
-    if spec.is_file():
-        expected = [ln.strip() for ln in spec.read_text().splitlines() if ln.strip()]
-        assert got == expected
+def test_state_dict_keys_and_shapes_match_the_reference_files_in_order(stream, fmt, backbone_keys):
+    got = [f"{k} {list(v.shape)}" for k, v in build(f"i3d_{stream}").state_dict_as(fmt).items()]
     assert len(got) == 344
-    assert hashlib.sha256("\n".join(got).encode()).hexdigest() == KEY_SHA256[f"i3d_{stream}_{fmt}"]
+    assert got == backbone_keys(f"i3d_{stream}_{fmt}")
 
 
 def test_layout_conversion_round_trips():

@@ -222,7 +222,6 @@ def test_expected_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "f")]
     cases = [
         ([str(vids), *out], "error: no weights for stream(s) rgb, flow: pass --weights rgb=PATH"),
-        ([str(vids), *out, "--backbone", "c3d", "--random-weights"], "error: unknown backbone family 'c3d'"),
         ([str(vids), *out, "--weights", "rgb"], "error: --weights expects STREAM=PATH"),
         ([str(vids), *out, "--weights", "depth=x.pt"], "error: x.pt: no such checkpoint file"),
         ([str(vids), *out, "--random-weights", "--amp", "--device", "cpu"], "error: --amp needs a CUDA device"),
@@ -234,6 +233,8 @@ def test_expected_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
         assert main(["extract", *args]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["extract", str(vids), *out, "--backbone", "c3d", "--random-weights"]) == 2  # a usage error
+    assert "'c3d' is not one of 'i3d', 'tsn'" in capsys.readouterr().err
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert main(["extract", str(vids), *out, "--random-weights", "--distributed"]) == 1
     assert "error: --distributed needs the torchrun environment" in capsys.readouterr().err
@@ -254,8 +255,8 @@ def _published(out: Path) -> int:
 def test_sigkill_at_any_moment_then_rerun_matches_an_uninterrupted_run(tmp_path):
     vids = tmp_path / "videos"
     vids.mkdir()
-    for i in range(4):
-        make_video(vids / f"v{i}.avi", n=18 + 3 * i, seed=i)
+    for i in range(4):  # the last video is long, so the kill after three lands while it is computed
+        make_video(vids / f"v{i}.avi", n=18 + 3 * i if i < 3 else 120, seed=i)
     out = tmp_path / "killed"
     env = dict(os.environ)
     jitter = np.random.default_rng(5).uniform(0.0, 0.3, size=2)

@@ -236,7 +236,7 @@ def test_cli_synth_videos_then_features_then_stats(tmp_path):
     res = runner.invoke(cli, ["data", "synth-features", "--annotations", gt, "--out", str(tmp_path / "f"),
                               "--feature-dim", "4", "--stride", "4", "--subset", "train"])
     assert res.exit_code == 0, res.output
-    assert "wrote 1 videos" in res.output
+    assert "wrote 1 video," in res.output
     assert FeatureStore.open(tmp_path / "f").provenance.feature_dim == 4
     res = runner.invoke(cli, ["data", "stats", gt, "--json"])
     assert res.exit_code == 0, res.output

@@ -98,3 +98,24 @@ def test_grid_to_segments_clips_to_duration():
     axis = tl.TimeAxis(0.0, 1.0, 10)
     seg = tl.grid_to_segments(np.array([[-2.0, 3.0], [8.0, 12.0]]), axis, duration=10.0)
     assert seg.tolist() == [[0.0, 3.0], [8.0, 10.0]]
+
+
+# --------------------------------------------------------------------------- published-feature times
+def test_strided_feature_times_generalise_snippet_centres():
+    for num_frames, clip, stride, fps in [(300, 16, 4, 30.0), (45, 16, 16, 15.0), (1, 8, 2, 25.0), (97, 32, 8, 15.0)]:
+        n = len(tl.snippet_starts(num_frames, clip, stride))
+        np.testing.assert_allclose(tl.strided_feature_times(n, stride, clip / 2, fps),
+                                   tl.snippet_centers(num_frames, clip, stride, fps))
+        span = tl.snippet_span_frames(n, clip, stride)   # covers the video; the last snippet starts inside it
+        assert span >= num_frames > span - clip
+    # OpenTAD-style offset that is not half a clip: feature 0 at frame 0
+    np.testing.assert_allclose(tl.strided_feature_times(3, 4, 0, 25.0), [0.0, 0.16, 0.32])
+
+
+def test_resized_feature_times_are_cell_centres_one_cell_per_frame():
+    times = tl.resized_feature_times(4, 20.0)
+    np.testing.assert_allclose(times, [2.5, 7.5, 12.5, 17.5])
+    rate = tl.resized_feature_rate(4, 20.0)
+    assert rate == 0.2
+    axis = tl.TimeAxis.from_centers(times)
+    assert axis.step == pytest.approx(1 / rate) and axis.start == pytest.approx(0.0) and axis.end == pytest.approx(20.0)

@@ -15,7 +15,9 @@ Three ways to turn a video's ``[T, C]`` snippet features into model inputs
     Sliding windows of ``window`` snippets with a configurable ``overlap``
     (THUMOS-style 256 snippets, 0.25 for training, 0.5 for inference).
 
-Every item is a :class:`Sample`:
+Every item is a :class:`~tadkit.data.batches.Sample` (samples, batches and
+:func:`~tadkit.data.batches.collate` live in :mod:`tadkit.data.batches` and
+are importable from here):
 
 ==============  ==========================  ===========================================
 field           type / shape                meaning
@@ -28,6 +30,11 @@ field           type / shape                meaning
 ``segments``    float32 tensor ``(N, 2)``   ground truth ``[start, end]`` in grid units
 ``labels``      int64 tensor ``(N,)``       class indices into ``dataset.classes``
 ``offset``      int                         first snippet of the sample in the video
+``grid``        ``(T, g, g, C_g)`` or None  spatial grids (``grid=True``)
+``levels``      list of :class:`LevelInput` stored levels (``levels=True``), steps kept
+                or None                     when their position lies in the sample's cells
+``proposals``   ``(N, 3)`` or None          another run's ``[start, end, score]``, grid
+                                            units (chained runs; those overlapping the cells)
 ==============  ==========================  ===========================================
 
 Grid units: cell ``i`` is snippet ``i`` of the sample (its centre time is
@@ -58,146 +65,21 @@ import torch
 from torch.utils.data import Dataset
 
 from tadkit.data.annotations import Annotations
+from tadkit.data.batches import Batch, LevelInput, PadCollate, Sample, collate
 from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
+from tadkit.data.sources import FeatureSource, resample_at
 from tadkit.errors import InputError
-from tadkit.timeline import TimeAxis, grid_to_segments, resize_features, segments_to_grid
+from tadkit.timeline import TimeAxis, resize_features, segments_to_grid
 
 MODES = ("full", "resize", "window")
+
+__all__ = ["MODES", "Batch", "DatasetReport", "DatasetWarning", "FeatureDataset", "FullSequenceDataset",
+           "LevelInput", "PadCollate", "ResizedDataset", "Sample", "WindowDataset", "collate", "level_on_axis",
+           "make_dataset", "prefix_hint", "proposals_on_axis", "targets_on_axis", "window_offsets"]
 
 
 class DatasetWarning(UserWarning):
     """Annotated videos without features, or features without annotations."""
-
-
-# --------------------------------------------------------------------------- samples
-@dataclass
-class Sample:
-    """One model input with its targets (see the module docstring)."""
-
-    video_id: str
-    features: torch.Tensor
-    mask: torch.Tensor
-    axis: TimeAxis
-    duration: float
-    segments: torch.Tensor
-    labels: torch.Tensor
-    offset: int = 0
-    grid: torch.Tensor | None = None
-
-    @property
-    def length(self) -> int:
-        """Number of snippets ``T``."""
-        return int(self.features.shape[-1])
-
-    @property
-    def times(self) -> np.ndarray:
-        """``[T]`` centre time in seconds of every cell."""
-        return self.axis.centers()
-
-    def to_seconds(self, grid: np.ndarray | torch.Tensor) -> np.ndarray:
-        """``[N, 2]`` grid positions of this sample -> seconds in ``[0, duration]``."""
-        return grid_to_segments(_numpy(grid), self.axis, self.duration)
-
-
-@dataclass
-class Batch:
-    """A padded batch of :class:`Sample` (made by :func:`collate`).
-
-    ``features (B, C, T)`` float32, ``mask (B, T)`` bool (False on padding),
-    ``grid (B, T, g, g, C_g)`` float32 or None: the per-snippet spatial grids
-    when the dataset was asked for them (``grid=True``),
-    ``segments`` / ``labels``: lists of ``(N_i, 2)`` float32 / ``(N_i,)`` int64
-    in grid units, ``axes`` / ``video_ids`` / ``durations`` / ``offsets``: one
-    per sample; ``origins`` / ``steps`` ``(B,)`` float64 tensors hold the axes
-    for vectorised conversion (``seconds = origin + grid * step``).
-    """
-
-    features: torch.Tensor
-    mask: torch.Tensor
-    segments: list[torch.Tensor]
-    labels: list[torch.Tensor]
-    axes: list[TimeAxis]
-    video_ids: list[str]
-    durations: torch.Tensor
-    offsets: torch.Tensor
-    origins: torch.Tensor
-    steps: torch.Tensor
-    grid: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.features.shape[0])
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        """Tensors moved to ``device`` (axes and ids stay on the host)."""
-        mv = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(mv(self.features), mv(self.mask), [mv(s) for s in self.segments],
-                     [mv(lab) for lab in self.labels], self.axes, self.video_ids,
-                     mv(self.durations), mv(self.offsets), mv(self.origins), mv(self.steps),
-                     None if self.grid is None else mv(self.grid))
-
-    def to_seconds(self, i: int, grid: np.ndarray | torch.Tensor) -> np.ndarray:
-        """``[N, 2]`` grid positions of sample ``i`` -> seconds in ``[0, duration]``."""
-        return grid_to_segments(_numpy(grid), self.axes[i], float(self.durations[i]))
-
-
-def collate(samples: Sequence[Sample], stride: int = 1, pad_to: int | None = None,
-            pad_value: float = 0.0) -> Batch:
-    """Pad samples to a common length and stack them into a :class:`Batch`.
-
-    The length is the longest sample rounded up to a multiple of ``stride``
-    (the model's total downsampling), or ``pad_to`` when given (it must be
-    at least the longest sample; it is rounded up to ``stride`` too).
-    """
-    if not samples:
-        raise ValueError("collate needs at least one sample")
-    if stride < 1:
-        raise ValueError(f"stride must be at least 1, got {stride}")
-    longest = max(s.length for s in samples)
-    if pad_to is not None and pad_to < longest:
-        raise ValueError(f"pad_to={pad_to} is shorter than a sample of {longest} snippets")
-    target = max(longest, pad_to or 0)
-    target = -(-target // stride) * stride
-    c = samples[0].features.shape[0]
-    feats = torch.full((len(samples), c, target), pad_value, dtype=samples[0].features.dtype)
-    mask = torch.zeros((len(samples), target), dtype=torch.bool)
-    for i, s in enumerate(samples):
-        if s.features.shape[0] != c:
-            raise ValueError(f"sample {s.video_id!r} has {s.features.shape[0]} channels, expected {c}")
-        feats[i, :, :s.length] = s.features
-        mask[i, :s.length] = s.mask
-    grid = None
-    with_grid = [s.grid is not None for s in samples]
-    if any(with_grid):
-        if not all(with_grid):
-            raise ValueError("some samples carry a spatial grid and some do not")
-        shape = samples[0].grid.shape[1:]
-        grid = torch.zeros((len(samples), target, *shape), dtype=samples[0].grid.dtype)
-        for i, s in enumerate(samples):
-            if s.grid.shape[1:] != shape:
-                raise ValueError(f"sample {s.video_id!r} has a {tuple(s.grid.shape[1:])} grid, expected {tuple(shape)}")
-            grid[i, :s.length] = s.grid
-    return Batch(
-        features=feats, mask=mask,
-        segments=[s.segments for s in samples], labels=[s.labels for s in samples],
-        axes=[s.axis for s in samples], video_ids=[s.video_id for s in samples],
-        durations=torch.tensor([s.duration for s in samples], dtype=torch.float64),
-        offsets=torch.tensor([s.offset for s in samples], dtype=torch.long),
-        origins=torch.tensor([s.axis.origin for s in samples], dtype=torch.float64),
-        steps=torch.tensor([s.axis.step for s in samples], dtype=torch.float64),
-        grid=grid,
-    )
-
-
-@dataclass(frozen=True)
-class PadCollate:
-    """Picklable ``collate_fn`` for a DataLoader: ``DataLoader(ds, collate_fn=PadCollate(32))``."""
-
-    stride: int = 1
-    pad_to: int | None = None
-    pad_value: float = 0.0
-
-    def __call__(self, samples: Sequence[Sample]) -> Batch:
-        return collate(samples, self.stride, self.pad_to, self.pad_value)
 
 
 # --------------------------------------------------------------------------- report
@@ -235,7 +117,9 @@ class FeatureDataset(Dataset):
     Parameters
     ----------
     store:
-        A :class:`FeatureStore` or its path.
+        A :class:`FeatureStore`, its path, or a
+        :class:`~tadkit.data.sources.FeatureSource` (several stores, stream /
+        channel / level selection, normalisation).
     annotations:
         Ground truth, or ``None`` for inference over every video in the store
         (samples then have no targets).
@@ -249,23 +133,38 @@ class FeatureDataset(Dataset):
         Also read every snippet's spatial grid (``sample.grid (T, g, g, C)``,
         resized or windowed like the features); the store must have been
         extracted with ``--spatial-grid``.
+    levels:
+        Also give every sample the source's levels (``sample.levels``; pass a
+        :class:`~tadkit.data.sources.FeatureSource` naming them).
+    proposals:
+        ``video -> [N, 3]`` ``[start, end, score]`` in seconds (another run's
+        proposals): ``sample.proposals`` holds those overlapping the sample's
+        cells in grid units (unclipped); videos not listed get none.
+    videos:
+        Use only these videos (e.g. one process's share); may leave none.
     """
 
-    def __init__(self, store: FeatureStore | str | Path, annotations: Annotations | None = None,
+    def __init__(self, store: FeatureStore | FeatureSource | str | Path, annotations: Annotations | None = None,
                  subset: str | Sequence[str] | None = None, *,
                  expect: Provenance | Mapping[str, Any] | None = None, warn: bool = True,
-                 grid: bool = False):
+                 grid: bool = False, levels: bool = False,
+                 proposals: Mapping[str, np.ndarray] | None = None, videos: Sequence[str] | None = None):
         if annotations is None and subset:
             raise ValueError("a subset needs annotations")
-        self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+        self.source = store if isinstance(store, FeatureSource) else FeatureSource([store])
+        self.store = self.source.store
         if expect is not None:
             self.store.check(expect)
         self.grid = grid
+        self.levels = levels and bool(self.source.level_names)
+        self.proposals = proposals
         full = annotations
         self.annotations = annotations.subset(subset) if annotations is not None and subset else annotations
         self.report = self._match_videos(full)
-        if grid and not self.store.provenance.extras.get("spatial_grid") and \
-                "spatial_grid" not in self.store.meta(self.report.videos[0])["shapes"]:
+        if videos is not None:
+            wanted = set(videos)
+            self.report.videos = [v for v in self.report.videos if v in wanted]
+        if grid and self.report.videos and not self.source.has_grid(self.report.videos[0]):
             raise InputError(self.store.root, "these features have no spatial grid; extract them with "
                              "--spatial-grid G (or use a head setting without grids)")
         if warn and (self.report.missing_features or self.report.unannotated):
@@ -288,11 +187,11 @@ class FeatureDataset(Dataset):
 
     @property
     def feature_dim(self) -> int:
-        return int(self.store.provenance.feature_dim)
+        return int(self.source.feature_dim)
 
     # -- helpers for the modes ------------------------------------------------------
     def _read(self, video_id: str, rows: slice | None = None) -> VideoFeatures:
-        v = self.store.read(video_id, rows=rows, extras={"spatial_grid"} if self.grid else False)
+        v = self.source.read(video_id, rows=rows, grid=self.grid, levels=self.levels)
         if self.grid and v.spatial_grid is None:
             raise InputError(self.store.path_of(video_id), "no spatial grid stored for this video")
         return v
@@ -308,10 +207,16 @@ class FeatureDataset(Dataset):
 
     def _sample(self, video_id: str, feats: np.ndarray, axis: TimeAxis, duration: float,
                 offset: int, min_ioi: float, keep_span: tuple[float, float] | None = None,
-                spatial: np.ndarray | None = None) -> Sample:
+                spatial: np.ndarray | None = None, levels: Mapping[str, tuple] | None = None,
+                resize: float | None = None) -> Sample:
+        """``levels``: the video's whole levels (``name -> (features, times)``); ``resize``:
+        the snippet resize ratio (new / stored length) when the sample was resized."""
         segs, labels = self._ground_truth(video_id)
         grid, keep = targets_on_axis(segs, axis, min_ioi, keep_span)
         return Sample(
+            levels=None if not self.levels else [level_on_axis(*levels[n], axis, resize)
+                                                 for n in self.source.level_names],
+            proposals=None if self.proposals is None else proposals_on_axis(self.proposals.get(video_id), axis),
             grid=None if spatial is None else torch.from_numpy(np.ascontiguousarray(spatial, dtype=np.float32)),
             video_id=video_id,
             features=torch.from_numpy(np.ascontiguousarray(feats.T, dtype=np.float32)),
@@ -323,7 +228,7 @@ class FeatureDataset(Dataset):
         )
 
     def _match_videos(self, full: Annotations | None) -> DatasetReport:
-        have = set(self.store.video_ids())
+        have = set(self.source.video_ids())
         if self.annotations is None:
             if not have:
                 raise InputError(self.store.root, "the feature store holds no videos")
@@ -333,7 +238,7 @@ class FeatureDataset(Dataset):
         report = DatasetReport(videos=sorted(wanted & have), missing_features=sorted(wanted - have),
                                unannotated=sorted(have - listed))
         if report.missing_features:
-            report.hint = _prefix_hint(report.missing_features, have)
+            report.hint = prefix_hint(report.missing_features, have)
         if not report.videos:
             raise InputError(self.store.root, f"none of the {len(wanted)} annotated videos has features here "
                              f"({len(have)} videos in the store). {report.hint}".strip())
@@ -368,11 +273,12 @@ class FullSequenceDataset(FeatureDataset):
         duration = self._duration(vid, v)
         t = v.num_snippets
         if self.max_length is None or t <= self.max_length:
-            return self._sample(vid, v.features, axis, duration, 0, 0.0, spatial=v.spatial_grid)
+            return self._sample(vid, v.features, axis, duration, 0, 0.0, spatial=v.spatial_grid, levels=v.levels)
         offset = int(torch.randint(0, t - self.max_length + 1, (1,)).item())
         crop = slice(offset, offset + self.max_length)
         return self._sample(vid, v.features[crop], axis.window(offset, self.max_length), duration, offset,
-                            self.min_ioi, spatial=None if v.spatial_grid is None else v.spatial_grid[crop])
+                            self.min_ioi, spatial=None if v.spatial_grid is None else v.spatial_grid[crop],
+                            levels=v.levels)
 
 
 class ResizedDataset(FeatureDataset):
@@ -407,14 +313,15 @@ class ResizedDataset(FeatureDataset):
         if v.spatial_grid is not None:  # resized along time exactly like the features
             g = np.asarray(v.spatial_grid, dtype=np.float32)
             spatial = resize_features(g.reshape(g.shape[0], -1), self.length).reshape(self.length, *g.shape[1:])
-        return self._sample(vid, feats, axis, self._duration(vid, v), 0, 0.0, span, spatial=spatial)
+        return self._sample(vid, feats, axis, self._duration(vid, v), 0, 0.0, span, spatial=spatial,
+                            levels=v.levels, resize=self.length / v.num_snippets)
 
 
 class WindowDataset(FeatureDataset):
     """Sliding windows of ``window`` snippets over every video.
 
-    Windows start every ``max(1, round(window * (1 - overlap)))`` snippets;
-    the last one ends on the last snippet, and a video shorter than a window
+    Windows start every ``stride`` snippets when given, else every
+    ``max(1, round(window * (1 - overlap)))`` snippets; the last one ends on the last snippet, and a video shorter than a window
     gives one shorter sample (pad it with ``PadCollate(pad_to=window)``).
     Ground truth is kept when at least ``min_ioi`` of the instance lies in the
     window, clipped to it. ``drop_empty`` skips windows without ground truth
@@ -427,19 +334,21 @@ class WindowDataset(FeatureDataset):
 
     def __init__(self, store: FeatureStore | str | Path, annotations: Annotations | None = None,
                  subset: str | Sequence[str] | None = None, *, window: int = 256, overlap: float = 0.5,
-                 min_ioi: float = 0.75, drop_empty: bool = False, **kwargs: Any):
+                 stride: int | None = None, min_ioi: float = 0.75, drop_empty: bool = False, **kwargs: Any):
         super().__init__(store, annotations, subset, **kwargs)
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if stride is not None and stride < 1:
+            raise ValueError(f"stride must be at least 1 snippet, got {stride}")
         self.window, self.overlap, self.min_ioi, self.drop_empty = window, overlap, min_ioi, drop_empty
-        self.hop = max(1, int(round(window * (1.0 - overlap))))
+        self.hop = int(stride) if stride is not None else max(1, int(round(window * (1.0 - overlap))))
         self.windows: list[tuple[str, int, int]] = []  # video, offset, length
         self._axes: dict[str, TimeAxis] = {}
         for vid in self.report.videos:
-            t = int(self.store.meta(vid)["shapes"]["features"][0])
-            head = self._read(vid, rows=slice(0, 2))
+            t = self.source.num_snippets(vid)
+            head = self.store.read(vid, rows=slice(0, 2), extras=False)
             axis = TimeAxis(_axis_of(head).origin, _axis_of(head).step, t)
             self._axes[vid] = axis
             segs, _ = self._ground_truth(vid)
@@ -458,16 +367,16 @@ class WindowDataset(FeatureDataset):
         v = self._read(vid, rows=slice(off, off + length))
         axis = self._axes[vid].window(off, length)
         return self._sample(vid, v.features, axis, self._duration(vid, v), off, self.min_ioi,
-                            spatial=v.spatial_grid)
+                            spatial=v.spatial_grid, levels=v.levels)
 
 
-def make_dataset(mode: str, store: FeatureStore | str | Path, annotations: Annotations | None = None,
+def make_dataset(mode: str, store: FeatureStore | FeatureSource | str | Path, annotations: Annotations | None = None,
                  subset: str | Sequence[str] | None = None, **kwargs: Any) -> FeatureDataset:
     """Build the dataset of ``mode`` (``"full"``, ``"resize"`` or ``"window"``).
 
     ``kwargs`` go to the class: ``max_length``/``min_ioi`` (full), ``length``
-    (resize), ``window``/``overlap``/``min_ioi``/``drop_empty`` (window), and
-    ``expect``/``warn`` (all).
+    (resize), ``window``/``overlap``/``stride``/``min_ioi``/``drop_empty``
+    (window), and ``grid``/``levels``/``proposals``/``expect``/``warn`` (all).
     """
     classes: dict[str, Callable[..., FeatureDataset]] = {
         "full": FullSequenceDataset, "resize": ResizedDataset, "window": WindowDataset}
@@ -502,6 +411,42 @@ def targets_on_axis(segments: np.ndarray, axis: TimeAxis, min_ioi: float = 0.0,
     return clipped[keep], keep
 
 
+def level_on_axis(features: np.ndarray, times: np.ndarray, axis: TimeAxis,
+                  resize: float | None = None) -> LevelInput:
+    """One stored level (``features [T_l, C_l]``, step ``times [T_l]`` seconds) on a sample's axis.
+
+    Without ``resize`` the steps whose position ``axis.to_grid(time)`` lies in
+    the sample's cells ``[-0.5, length - 0.5)`` are kept (windows, crops, whole
+    videos). With ``resize`` (new / stored snippet count) the level is
+    resampled linearly over its own time span to ``max(1, round(T_l ·
+    resize))`` evenly spaced steps, as the snippets were. Returns an unbatched
+    :class:`LevelInput` (``features (C_l, n)``, positions in grid units).
+    """
+    t = np.asarray(times, dtype=np.float64)
+    f = np.asarray(features, dtype=np.float32)
+    if resize is not None:
+        n = max(1, int(round(len(t) * resize)))
+        new_t = np.linspace(t[0], t[-1], n) if n > 1 else np.array([t.mean()])
+        f, t = resample_at(t, f, new_t), new_t
+        pos = np.asarray(axis.to_grid(t))
+    else:
+        pos = np.asarray(axis.to_grid(t))
+        keep = (pos >= -0.5) & (pos < axis.length - 0.5)
+        f, pos = f[keep], pos[keep]
+    return LevelInput(torch.from_numpy(np.ascontiguousarray(f.T, dtype=np.float32)),
+                      torch.ones(len(pos), dtype=torch.bool), torch.from_numpy(pos.astype(np.float32)))
+
+
+def proposals_on_axis(proposals: np.ndarray | None, axis: TimeAxis) -> torch.Tensor:
+    """``[N, 3]`` ``[start, end, score]`` in seconds -> those overlapping the axis' cells, grid units."""
+    if proposals is None or not len(proposals):
+        return torch.zeros((0, 3), dtype=torch.float32)
+    p = np.asarray(proposals, dtype=np.float64).reshape(-1, 3)
+    g = np.asarray(axis.to_grid(p[:, :2]))
+    keep = (g[:, 1] > -0.5) & (g[:, 0] < axis.length - 0.5)
+    return torch.from_numpy(np.concatenate([g[keep], p[keep, 2:]], axis=1).astype(np.float32))
+
+
 def window_offsets(num_snippets: int, window: int, hop: int) -> np.ndarray:
     """First snippet of every window of ``window`` snippets every ``hop``.
 
@@ -524,15 +469,10 @@ def _axis_of(v: VideoFeatures) -> TimeAxis:
     return TimeAxis.from_centers(v.times, fallback_step=single)
 
 
-def _prefix_hint(missing: list[str], have: set[str]) -> str:
+def prefix_hint(missing: Sequence[str], have: set[str]) -> str:
+    """A hint when annotated ids and stored ids differ only by a ``v_`` prefix (else "")."""
     swapped = [m[2:] if m.startswith("v_") else "v_" + m for m in missing[:50]]
     if any(s in have for s in swapped):
         return ("hint: ids differ by a 'v_' prefix between annotations and features; "
                 "load the annotations with video_prefix='v_' or video_prefix=''")
     return ""
-
-
-def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)

@@ -27,6 +27,23 @@ Synthetic features (:func:`synth_features`)
     video's randomness from ``(seed, video id)``, so a video's features do
     not depend on which other videos are generated.
 
+    **Two streams** (``streams=("rgb", "flow")``): each stream has
+    ``feature_dim`` channels (stored concatenated, ``extras["stream_dims"]``),
+    its own prototypes and its own noise, over the same instances,
+    amplitudes and distractors. Their evidence is partly complementary, as
+    appearance and motion are: class ``k`` is seen with gain ``g[k]`` in
+    ``rgb`` and ``1.6 − g[k]`` in ``flow`` (``g`` uniform in ``[0.4, 1.2]``), and
+    ``rgb`` carries more scene context (×1) and less boundary / progress
+    evidence (×0.5) while ``flow`` carries little context (×0.3) and more
+    boundary / progress evidence (×1.5). Other stream names get gain 1.
+
+    **Levels** (``levels=(2, 1, 0.5)``): for each stream, a backbone-like
+    level ``<stream>/x<d>`` with ``d`` steps per snippet (``feature_dim``
+    channels), rendered from the same instances at the level's step times
+    ``t_0 − s/2 + (j + ½)·s/d`` (``s`` the snippet step, ``j <
+    ceil(T·d)``): a level of density 1 sits on the snippet centres, density 2
+    splits each snippet cell in two, density ½ pairs snippets.
+
 Synthetic videos (:func:`synth_videos`)
     Short mp4 files (MPEG-4 Part 2 by default, or H.264, via PyAV) of a
     textured, flickering, noisy background with one disk whose motion during
@@ -89,10 +106,18 @@ class SynthFeatureConfig:
     distractor: float = 0.6
     noise_rho: float = 0.7
     seed: int = 0
+    streams: tuple[str, ...] = ()
+    levels: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "streams", tuple(self.streams))
+        object.__setattr__(self, "levels", tuple(float(d) for d in self.levels))
         if self.feature_dim < 1 or self.clip_len < 1 or self.stride < 1:
             raise ValueError("feature_dim, clip_len and stride must be positive")
+        if len(set(self.streams)) != len(self.streams) or any(not s or "/" in s for s in self.streams):
+            raise ValueError(f"streams must be distinct names without '/', got {list(self.streams)}")
+        if any(not d > 0 for d in self.levels) or len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels must be distinct positive steps per snippet, got {list(self.levels)}")
         if not 0.0 <= self.noise_rho < 1.0:
             raise ValueError(f"noise_rho must be in [0, 1), got {self.noise_rho}")
         if self.fps is not None and not self.fps > 0:
@@ -145,13 +170,24 @@ def synth_features(annotations: Annotations, out: str | Path, config: SynthFeatu
 
 def synthetic_provenance(annotations: Annotations, cfg: SynthFeatureConfig) -> Provenance:
     """The provenance :func:`synth_features` writes (backbone ``"synthetic"``)."""
+    streams = cfg.streams or ("synthetic",)
+    extras: dict[str, Any] = {"annotations": annotations.source, "classes": list(annotations.classes)}
+    if cfg.streams:
+        extras["stream_dims"] = {s: cfg.feature_dim for s in streams}
+        extras["feature_layout"] = "cat(" + ", ".join(streams) + ")"
+    if cfg.levels:
+        extras["levels"] = {"names": [f"{s}/{_level_name(d)}" for s in streams for d in cfg.levels],
+                            "steps_per_snippet": {_level_name(d): d for d in cfg.levels}}
+    config = dataclasses.asdict(cfg)
+    if not cfg.streams and not cfg.levels:  # stores written before these options keep their provenance
+        del config["streams"], config["levels"]
     return Provenance(
-        backbone="synthetic", streams=("synthetic",), feature_dim=cfg.feature_dim,
+        backbone="synthetic", streams=streams, feature_dim=cfg.feature_dim * len(streams),
         clip_len=cfg.clip_len, stride=cfg.stride, fps=cfg.fps,
-        weights={"synthetic": {"file": None, "sha256": "random"}},
+        weights={s: {"file": None, "sha256": "random"} for s in streams},
         preprocessing={"generator": "tadkit.data.synthetic.synth_features",
-                       "generator_version": SYNTH_VERSION, "config": dataclasses.asdict(cfg)},
-        extras={"annotations": annotations.source, "classes": list(annotations.classes)},
+                       "generator_version": SYNTH_VERSION, "config": config},
+        extras=extras,
     )
 
 
@@ -176,10 +212,27 @@ def synth_video_features(annotations: Annotations, video_id: str, cfg: SynthFeat
     num_frames = num_sampled_frames(duration, fps)
     t = snippet_centers(num_frames, cfg.clip_len, cfg.stride, fps)
     step = float(t[1] - t[0]) if len(t) > 1 else duration
-    rng = np.random.default_rng([cfg.seed, zlib.crc32(video_id.encode("utf-8"))])
-    feats = _render(t, step, duration, segs, labels, protos, cfg, rng)
-    return VideoFeatures(video_id, feats.astype(np.float32), t, fps, cfg.clip_len, cfg.stride,
-                         num_frames, duration)
+    key = [cfg.seed, zlib.crc32(video_id.encode("utf-8"))]
+    if not cfg.streams and not cfg.levels:
+        feats = _render(t, step, duration, segs, labels, protos, cfg, np.random.default_rng(key))
+        return VideoFeatures(video_id, feats.astype(np.float32), t, fps, cfg.clip_len, cfg.stride,
+                             num_frames, duration)
+    parts, levels = [], {}
+    for stream in cfg.streams or ("synthetic",):
+        s_protos, s_cfg = _stream_view(protos, cfg, stream, annotations.num_classes)
+        code = zlib.crc32(stream.encode("utf-8"))
+        # the same instances, amplitudes and distractors (event rng) in every stream and level
+        parts.append(_render(t, step, duration, segs, labels, s_protos, s_cfg, np.random.default_rng(key),
+                             np.random.default_rng(key + [code])))
+        for d in cfg.levels:
+            n = max(1, int(math.ceil(len(t) * d - 1e-9)))
+            lt = t[0] - step / 2 + (np.arange(n) + 0.5) * step / d
+            name = _level_name(d)
+            lf = _render(lt, step / d, duration, segs, labels, s_protos, s_cfg, np.random.default_rng(key),
+                         np.random.default_rng(key + [code, zlib.crc32(name.encode())]))
+            levels[f"{stream}/{name}"] = (lf.astype(np.float32), lt)
+    return VideoFeatures(video_id, np.concatenate(parts, axis=1).astype(np.float32), t, fps, cfg.clip_len,
+                         cfg.stride, num_frames, duration, levels=levels)
 
 
 @dataclass(frozen=True)
@@ -201,11 +254,17 @@ class _Prototypes:
 
 
 def _render(t: np.ndarray, step: float, duration: float, segs: np.ndarray, labels: np.ndarray,
-            protos: _Prototypes, cfg: SynthFeatureConfig, rng: np.random.Generator) -> np.ndarray:
-    """``[T, C]`` features at snippet times ``t`` (seconds)."""
+            protos: _Prototypes, cfg: SynthFeatureConfig, rng: np.random.Generator,
+            noise_rng: np.random.Generator | None = None) -> np.ndarray:
+    """``[T, C]`` features at snippet times ``t`` (seconds).
+
+    ``rng`` draws the video's events (scene, amplitudes, distractors);
+    ``noise_rng`` (default ``rng``) the noise along time.
+    """
+    noise_rng = rng if noise_rng is None else noise_rng
     n_t, c = len(t), cfg.feature_dim
     # temporally correlated noise: stationary AR(1) with unit variance
-    white = rng.standard_normal((n_t, c))
+    white = noise_rng.standard_normal((n_t, c))
     gain = math.sqrt(1.0 - cfg.noise_rho ** 2)
     noise = lfilter([gain], [1.0, -cfg.noise_rho], white, axis=0)
     noise[0] = white[0]
@@ -214,7 +273,7 @@ def _render(t: np.ndarray, step: float, duration: float, segs: np.ndarray, label
     if len(labels):
         hint = protos.cls[np.unique(labels)].mean(axis=0)
         scene = math.sqrt(1 - cfg.context_hint ** 2) * scene + cfg.context_hint * hint
-    drift = lfilter([math.sqrt(1 - 0.995 ** 2)], [1.0, -0.995], rng.standard_normal((n_t, 1)), axis=0)
+    drift = lfilter([math.sqrt(1 - 0.995 ** 2)], [1.0, -0.995], noise_rng.standard_normal((n_t, 1)), axis=0)
     feats = noise + cfg.context * (scene[None, :] * (1.0 + 0.3 * drift))
     # class signal with soft onsets / offsets, drifting along the instance
     if len(segs):
@@ -238,6 +297,30 @@ def _render(t: np.ndarray, step: float, duration: float, segs: np.ndarray, label
         act = _soft_window(t, ds, de, np.maximum(0.2 * (de - ds), 0.25 * step))
         feats += cfg.distractor * act @ mix
     return feats
+
+
+#: per-stream emphasis: (context, boundary, progress) multipliers; class gains are drawn per class
+STREAM_PROFILES = {"rgb": (1.0, 0.5, 0.5), "flow": (0.3, 1.5, 1.5)}
+
+
+def _stream_view(protos: _Prototypes, cfg: SynthFeatureConfig, stream: str,
+                 num_classes: int) -> tuple[_Prototypes, SynthFeatureConfig]:
+    """Prototypes and settings of one stream of a multi-stream store (see the module docstring)."""
+    rng = np.random.default_rng([cfg.seed, 0x5EED, zlib.crc32(stream.encode("utf-8"))])
+    own = _Prototypes.make(num_classes, dataclasses.replace(cfg, seed=int(rng.integers(2 ** 31))))
+    if stream not in STREAM_PROFILES:
+        return own, cfg
+    gain = np.random.default_rng([cfg.seed, 0x6A1]).uniform(0.4, 1.2, len(own.cls))
+    if stream == "flow":
+        gain = 1.6 - gain
+    context, boundary, progress = STREAM_PROFILES[stream]
+    scaled = dataclasses.replace(own, cls=own.cls * gain[:, None])
+    return scaled, dataclasses.replace(cfg, context=cfg.context * context, boundary=cfg.boundary * boundary,
+                                       progress=cfg.progress * progress)
+
+
+def _level_name(density: float) -> str:
+    return f"x{density:g}"
 
 
 def _soft_window(t: np.ndarray, s: np.ndarray, e: np.ndarray, tau: np.ndarray) -> np.ndarray:

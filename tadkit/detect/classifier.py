@@ -9,7 +9,13 @@ features::
 
     tadkit detect classify --features feats/ --annotations anet.json \\
         --train-subset training --subset validation --out cls_scores.json
-    tadkit detect infer ... --set fusion_scores=cls_scores.json --set fusion_topk=2
+    tadkit detect infer ... --classifier cls_scores.json --set fusion_topk=2
+
+or keep the trained classifier as a *classifier run* and let ``infer`` score
+whatever videos it detects (several runs are averaged)::
+
+    tadkit detect classify --features feats/ --annotations anet.json --train-subset training --out runs/cls_1
+    tadkit detect infer ... --classifier-run runs/cls_1 --classifier-run runs/cls_2
 
 Model: each video's ``[T, C]`` features are pooled over time (mean and max,
 ``[2C]``), standardised with the training statistics, and a linear layer with
@@ -21,14 +27,17 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from tadkit.errors import InputError
+from tadkit.detect.runs import CLASSIFIER_FILE, RUN_FILE, write_json
+from tadkit.errors import InputError, ProvenanceError
+from tadkit.files import read_json
 
 
 @dataclass
@@ -45,6 +54,65 @@ class VideoClassifier:
         """``[V, 2C]`` pooled features -> ``[V, K]`` class probabilities."""
         z = (pooled - self.mean) / self.std
         return 1.0 / (1.0 + np.exp(-(z @ self.weight.T + self.bias)))
+
+    def save(self, path: str | os.PathLike) -> None:
+        p = Path(path)
+        tmp = p.with_name(f".{p.name}.tmp.npz")
+        np.savez(tmp, classes=np.array(self.classes, dtype=str), mean=self.mean, std=self.std,
+                 weight=self.weight, bias=self.bias)
+        os.replace(tmp, p)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "VideoClassifier":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls([str(c) for c in z["classes"]], z["mean"], z["std"], z["weight"], z["bias"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(path, f"unreadable classifier ({exc})") from None
+
+
+def save_classifier_run(out: str | os.PathLike, clf: VideoClassifier, store: Any,
+                        info: Mapping[str, Any]) -> Path:
+    """Write a classifier run directory (``run.json`` with ``"kind": "classifier"``, ``classifier.npz``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clf.save(out / CLASSIFIER_FILE)
+    write_json(out / RUN_FILE, {"kind": "classifier", "run_id": uuid.uuid4().hex, "classes": list(clf.classes),
+                                "provenance": store.provenance.to_dict(),
+                                "features": str(Path(store.root).resolve()), **info}, indent=1)
+    return out
+
+
+def classifier_run_scores(runs: Sequence[str | os.PathLike], store: Any, video_ids: Sequence[str],
+                          class_names: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Mean class probabilities of several classifier runs for ``video_ids``, in ``class_names`` order.
+
+    Every run must have been trained on features with ``store``'s provenance
+    and score every class of ``class_names``. Returns ``({video: [C]},
+    {unreadable video: reason})``.
+    """
+    from tadkit.data.features import Provenance
+
+    pooled, failed = read_pooled(store, video_ids)
+    names = list(pooled)
+    total = np.zeros((len(names), len(class_names)))
+    for run in runs:
+        run = Path(run)
+        if not (run / RUN_FILE).is_file() or not (run / CLASSIFIER_FILE).is_file():
+            raise InputError(run, f"not a classifier run (no {RUN_FILE} / {CLASSIFIER_FILE}); make one with "
+                             "`tadkit detect classify --out DIR`")
+        meta = read_json(run / RUN_FILE)
+        problems = store.provenance.mismatches(Provenance.from_dict(meta["provenance"]))
+        if problems:
+            raise ProvenanceError(f"{run}: the classifier was trained on other features: " + "; ".join(problems))
+        clf = VideoClassifier.load(run / CLASSIFIER_FILE)
+        position = {c: i for i, c in enumerate(clf.classes)}
+        missing = [c for c in class_names if c not in position]
+        if missing:
+            raise InputError(run, f"the classifier does not score classes {missing[:5]}")
+        if names:
+            total += clf.scores(np.stack([pooled[v] for v in names]))[:, [position[c] for c in class_names]]
+    return {v: total[i] / max(1, len(runs)) for i, v in enumerate(names)}, failed
 
 
 def pool_features(features: np.ndarray) -> np.ndarray:

@@ -195,11 +195,21 @@ class DataConfig:
 
     ``mode``: ``full`` (whole sequence, padded per batch; training crops
     videos longer than ``max_length``), ``resize`` (linearly resized to
-    ``length`` cells) or ``window`` (sliding windows of ``length`` cells, with
-    ``train_overlap`` / ``infer_overlap``). Training windows keep ground truth
-    with at least ``min_ioi`` of it inside and skip empty windows when
+    ``length`` cells) or ``window`` (sliding windows of ``length`` cells,
+    starting every ``train_stride`` / ``infer_stride`` snippets when set, else
+    with ``train_overlap`` / ``infer_overlap``). Training windows keep ground
+    truth with at least ``min_ioi`` of it inside and skip empty windows when
     ``drop_empty``. ``holdout_fraction`` of the training videos are held out
     for model selection; the evaluation subset is never looked at in training.
+
+    Inputs (:mod:`tadkit.data.sources`): ``streams`` keeps some of the
+    stored streams (``[rgb]``, ``[flow]``; empty or ``[both]``: all),
+    ``channels`` keeps ``[start, end)`` ranges of the kept channels,
+    ``levels`` names stored backbone levels for heads that read them,
+    ``normalize`` standardises every channel with statistics of the training
+    videos (stored in the run). ``infer_batch_size``: samples per inference
+    batch. ``proposals_topk``: proposals per video a chained run
+    (``--from-run``) takes from its source.
     """
 
     mode: Literal["full", "resize", "window"] = "window"
@@ -207,21 +217,35 @@ class DataConfig:
     max_length: Optional[int] = None
     train_overlap: float = 0.25
     infer_overlap: float = 0.5
+    train_stride: Optional[int] = None
+    infer_stride: Optional[int] = None
     min_ioi: float = 0.75
     drop_empty: bool = True
     train_subset: str = "training"
     test_subset: str = "validation"
     holdout_fraction: float = 0.0
     num_workers: int = 0
+    streams: list[str] = field(default_factory=list)
+    channels: list[list[int]] = field(default_factory=list)
+    levels: list[str] = field(default_factory=list)
+    normalize: bool = True
+    infer_batch_size: int = 16
+    proposals_topk: int = 100
 
 
 @dataclass
 class OptimConfig:
+    """Optimiser. ``no_decay`` lists parameter kinds without weight decay (``norm``,
+    ``bias``, ``embedding``); ``lr_mult`` maps a module-name prefix of the head to a
+    learning-rate multiplier (``{backbone: 0.1}``). A head may define its own groups."""
+
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    no_decay: list[str] = field(default_factory=list)
+    lr_mult: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -237,6 +261,17 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
+    """The training loop.
+
+    ``accumulate``: batches per optimiser step (gradient accumulation; the
+    effective batch is ``batch_size × accumulate``). Model selection with
+    ``data.holdout_fraction > 0``: every ``validate_every`` epochs the held-out
+    videos are scored; ``select_by: loss`` keeps the lowest held-out loss in
+    ``best.pt``, ``select_by: metric`` the highest average mAP over
+    ``val_tiou`` (AR@AN's AUC for class-agnostic heads), computed in-process
+    with the run's post-processing.
+    """
+
     epochs: int = 20
     batch_size: int = 16
     seed: int = 0
@@ -247,6 +282,10 @@ class TrainConfig:
     checkpoint_every: int = 1
     log_every: int = 20
     device: str = "auto"
+    accumulate: int = 1
+    validate_every: int = 1
+    select_by: Literal["loss", "metric"] = "loss"
+    val_tiou: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
 
 
 @dataclass
@@ -258,6 +297,9 @@ class PostprocessConfig:
     the top-k per video. ``fusion_scores`` names a CUHK-format file of
     video-level class scores: candidates become class-agnostic proposals fused
     with the ``fusion_topk`` best classes (score ``sqrt(cls · proposal)``).
+    ``raw_topk`` / ``raw_min_score``: the looser per-sample cap of the raw
+    candidates ``infer --raw`` stores (so ``detect postprocess`` can loosen
+    ``pre_nms_topk`` / ``min_score`` later).
     """
 
     method: Literal["none", "hard", "linear", "gaussian"] = "hard"
@@ -271,6 +313,8 @@ class PostprocessConfig:
     voting_iou: float = 0.7
     fusion_scores: Optional[str] = None
     fusion_topk: int = 2
+    raw_topk: int = 5000
+    raw_min_score: float = 0.0
 
 
 @dataclass

@@ -20,9 +20,10 @@ Per-class suppression only lets candidates of the same label interact. Each
 round is vectorised over all remaining candidates.
 
 Outputs: :func:`detections_to_json` writes the official ActivityNet JSON
-(label names, seconds clipped to ``[0, duration]``); :func:`save_candidates`
-/ :func:`load_candidates` keep raw candidates so ``tadkit detect postprocess``
-can re-tune these settings without the model.
+(label names, seconds clipped to ``[0, duration]``), :func:`proposals_to_json`
+the official proposal JSON; :func:`save_candidates` / :func:`load_candidates`
+keep raw candidates (a compact ``.npz``) so ``tadkit detect postprocess`` can
+re-tune these settings without the model.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from tadkit.timeline import TimeAxis, grid_to_segments
 
 METHODS = ("none", "hard", "linear", "gaussian")
 CANDIDATES_FORMAT = "tadkit-candidates-1"
+CANDIDATES_NPZ = "tadkit-candidates-npz-1"
 
 
 @dataclass
@@ -278,24 +280,67 @@ def detections_to_json(results: Mapping[str, Detections], class_names: Sequence[
             "external_data": {"used": False, "details": "tadkit", "postprocess": dict(settings or {})}}
 
 
+def proposals_to_json(results: Mapping[str, Detections], durations: Mapping[str, float],
+                      settings: Mapping[str, Any] | None = None, version: str = "tadkit") -> dict[str, Any]:
+    """Official ActivityNet *proposal* JSON: ``{"results": {video: [{"score", "segment"}]}}``.
+
+    Like :func:`detections_to_json` without labels (what ``tadkit evaluate
+    --task proposal`` reads for AR@AN).
+    """
+    doc = detections_to_json(results, ["proposal"], durations, settings, version)
+    for entries in doc["results"].values():
+        for e in entries:
+            del e["label"]
+    return doc
+
+
 def save_candidates(path: str | os.PathLike, candidates: Mapping[str, Detections],
                     durations: Mapping[str, float], class_names: Sequence[str],
                     meta: Mapping[str, Any] | None = None) -> None:
-    """Write raw (pre-NMS) candidates in seconds, so post-processing can be re-run."""
-    videos = {vid: {"duration": float(durations[vid]), "segments": det.segments.tolist(),
-                    "scores": det.scores.tolist(), "labels": det.labels.tolist()}
-              for vid, det in candidates.items()}
-    doc = {"format": CANDIDATES_FORMAT, "class": list(class_names), "meta": dict(meta or {}),
-           "videos": videos}
+    """Write raw (pre-NMS) candidates in seconds, so post-processing can be re-run.
+
+    The file is an uncompressed ``.npz`` (format :data:`CANDIDATES_NPZ`:
+    ``videos [V]``, ``durations [V]``, ``offsets [V+1]`` — video ``i``'s
+    candidates are rows ``offsets[i]:offsets[i+1]`` of ``segments [N, 2]``
+    float64 seconds, ``scores [N]`` float32 (what the heads compute, so
+    lossless), ``labels [N]`` int32 — plus ``classes`` and ``meta`` JSON),
+    unless ``path`` ends in ``.json``: then the older, larger and slower JSON
+    format (:data:`CANDIDATES_FORMAT`). Written atomically.
+    """
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(doc))
+    if p.suffix.lower() == ".json":
+        videos = {vid: {"duration": float(durations[vid]), "segments": det.segments.tolist(),
+                        "scores": det.scores.tolist(), "labels": det.labels.tolist()}
+                  for vid, det in candidates.items()}
+        doc = {"format": CANDIDATES_FORMAT, "class": list(class_names), "meta": dict(meta or {}),
+               "videos": videos}
+        tmp.write_text(json.dumps(doc))
+    else:
+        vids = list(candidates)
+        dets = [candidates[v] for v in vids]
+        offsets = np.concatenate([[0], np.cumsum([len(d) for d in dets])]).astype(np.int64)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, format=np.array(CANDIDATES_NPZ), videos=np.array(vids, dtype=str),
+                     durations=np.array([float(durations[v]) for v in vids], dtype=np.float64),
+                     offsets=offsets,
+                     segments=np.concatenate([d.segments for d in dets]) if dets else np.zeros((0, 2)),
+                     scores=(np.concatenate([d.scores for d in dets]) if dets else np.zeros(0)).astype(np.float32),
+                     labels=(np.concatenate([d.labels for d in dets]) if dets else np.zeros(0)).astype(np.int32),
+                     classes=np.array(list(class_names), dtype=str), meta=np.array(json.dumps(dict(meta or {}))))
     os.replace(tmp, p)
 
 
 def load_candidates(path: str | os.PathLike) -> tuple[dict[str, Detections], dict[str, float], list[str], dict]:
-    """Read :func:`save_candidates` output: ``(candidates, durations, class names, meta)``."""
+    """Read :func:`save_candidates` output (``.npz`` or the older JSON): ``(candidates, durations, class names, meta)``."""
     p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            binary = fh.read(4) == b"PK\x03\x04"
+    except OSError as exc:
+        raise InputError(p, f"cannot read ({exc.strerror or exc})") from None
+    if binary:
+        return _load_candidates_npz(p)
     doc = read_json(p)
     if not isinstance(doc, dict) or doc.get("format") != CANDIDATES_FORMAT:
         raise InputError(p, f"not a tadkit candidates file (expected format {CANDIDATES_FORMAT!r})")
@@ -308,3 +353,18 @@ def load_candidates(path: str | os.PathLike) -> tuple[dict[str, Detections], dic
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(p, f"malformed candidates entry ({exc})") from None
     return cands, durations, list(doc["class"]), dict(doc.get("meta", {}))
+
+
+def _load_candidates_npz(p: Path) -> tuple[dict[str, Detections], dict[str, float], list[str], dict]:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if str(z["format"]) != CANDIDATES_NPZ:
+                raise ValueError(f"format {str(z['format'])!r}")
+            vids = [str(v) for v in z["videos"]]
+            off, seg, sc, lab = z["offsets"], z["segments"], z["scores"].astype(np.float64), z["labels"]
+            cands = {v: Detections(seg[off[i]:off[i + 1]], sc[off[i]:off[i + 1]], lab[off[i]:off[i + 1]])
+                     for i, v in enumerate(vids)}
+            durations = dict(zip(vids, z["durations"].astype(float).tolist()))
+            return cands, durations, [str(c) for c in z["classes"]], json.loads(str(z["meta"]))
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise InputError(p, f"not a tadkit candidates file ({' '.join(str(exc).split())[:200]})") from None

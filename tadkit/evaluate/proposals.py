@@ -33,7 +33,8 @@ import numpy as np
 
 from tadkit.errors import InputError
 from tadkit.evaluate.detection import ANET_TIOU, check_thresholds, segment_tiou
-from tadkit.evaluate.io import Alignment, GroundTruth, Predictions, align
+from tadkit.evaluate.align import Alignment, align
+from tadkit.evaluate.io import GroundTruth, Predictions
 
 #: the THUMOS14 proposal convention's fixed proposal numbers per video.
 RECALL_AT = (50, 100, 200, 500)

@@ -20,6 +20,7 @@ overlaps an Ambiguous segment of its video is removed from the ranked list).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,6 +32,8 @@ from tadkit.evaluate.io import GroundTruth, Predictions
 from tadkit.evaluate.proposals import RECALL_AT, ProposalResult, evaluate_proposals
 
 AMBIGUOUS_RULES = ("anet-style", "official")
+#: the most tIoU thresholds one evaluation takes (the official ones are 10; memory grows with it).
+MAX_THRESHOLDS = 1000
 
 
 @dataclass(frozen=True)
@@ -94,17 +97,29 @@ def get_protocol(name: str) -> Protocol:
 
 
 def parse_thresholds(text: str) -> list[float]:
-    """``"0.3,0.5,0.7"`` or ``"0.5:0.95:0.05"`` (start:stop:step, inclusive) -> floats."""
+    """``"0.3,0.5,0.7"`` or ``"0.5:0.95:0.05"`` (start:stop:step, inclusive) -> floats.
+
+    At most :data:`MAX_THRESHOLDS` thresholds (a tiny step would otherwise ask
+    for billions of them).
+    """
     text = text.strip()
+    usage = "use e.g. 0.3,0.5,0.7 or 0.5:0.95:0.05"
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
-                raise ValueError
-            n = int(round((stop - start) / step)) + 1
-            end = start + (n - 1) * step
-            return np.linspace(start, stop if abs(end - stop) < 1e-9 else end, n).tolist()
-        return [float(x) for x in text.split(",") if x.strip()]
+            if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) \
+                    or step <= 0 or stop < start:
+                raise InputError(None, f"cannot read tIoU thresholds {text!r}: start:stop:step needs "
+                                       f"finite numbers, start <= stop and step > 0 ({usage})")
+            count = round((stop - start) / step) + 1
+            if count > MAX_THRESHOLDS:
+                raise InputError(None, f"tIoU thresholds {text!r} give {count:,} thresholds; at most "
+                                       f"{MAX_THRESHOLDS} are allowed (use a larger step)")
+            end = start + (count - 1) * step
+            return np.linspace(start, stop if abs(end - stop) < 1e-9 else end, count).tolist()
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise InputError(None, f"cannot read tIoU thresholds {text!r} (use e.g. 0.3,0.5,0.7 "
-                               "or 0.5:0.95:0.05)") from None
+        raise InputError(None, f"cannot read tIoU thresholds {text!r} ({usage})") from None
+    if len(values) > MAX_THRESHOLDS:
+        raise InputError(None, f"{len(values)} tIoU thresholds given; at most {MAX_THRESHOLDS} are allowed")
+    return values

@@ -10,12 +10,20 @@ import csv
 import json
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from tadkit.evaluate.detection import DetectionResult
-from tadkit.evaluate.io import GroundTruth, Predictions, align
+from tadkit.evaluate.align import align
+from tadkit.evaluate.io import GroundTruth, Predictions
+from tadkit.text import plural
 from tadkit.evaluate.proposals import ProposalResult
+
+#: the results document inside a report folder (``--out``), the same as ``--json`` writes.
+REPORT_JSON = "results.json"
+#: named classes drawn in each PR-curve panel besides the mean.
+PR_NAMED_CLASSES = 4
 
 
 # --------------------------------------------------------------------------- text
@@ -29,8 +37,8 @@ def format_detection_table(result: DetectionResult, worst: int = 0) -> str:
     span = ", ".join(f"{t:g}" for t in result.average_over)
     lines.append(f"  average mAP ({span}): {100 * result.average_mAP:.2f}")
     if worst:
-        mean_ap = result.ap.mean(axis=0)
-        lines.append(f"  lowest {min(worst, len(mean_ap))} classes (AP averaged over thresholds):")
+        mean_ap = result.class_average_AP
+        lines.append(f"  lowest {plural(min(worst, len(mean_ap)), 'class', 'classes')} (AP averaged over {span}):")
         for c in np.argsort(mean_ap, kind="stable")[:worst]:
             lines.append(f"    {100 * mean_ap[c]:6.2f}  {result.labels[c]}")
     lines += [f"  note: {n}" for n in result.notes]
@@ -44,8 +52,9 @@ def format_proposal_table(result: ProposalResult) -> str:
     for j in (0, 4, 9, 19, 49, 99):
         lines.append(f"  {result.AN[j]:6.2f}  {100 * result.AR[j]:6.2f}")
     lines.append(f"  AUC (AR-AN, AN <= {result.AN[-1]:.2f}): {result.AUC_percent:.2f}")
+    lines.append(f"  AR at AN={result.AN[-1]:g} (the curve's end): {100 * result.AR[-1]:.2f}")
     for n, v in result.recall_at.items():
-        lines.append(f"  AR@{n}: {100 * v:.2f}")
+        lines.append(f"  AR@{n} per video (top {n} proposals of each video): {100 * v:.2f}")
     lines += [f"  note: {n}" for n in result.notes]
     return "\n".join(lines)
 
@@ -64,15 +73,16 @@ def write_report(result: DetectionResult | ProposalResult, out_dir: str | Path,
                  timelines: int = 0) -> list[Path]:
     """Write the report folder; returns the files written.
 
-    Detection: ``per_class.csv`` (AP per class and threshold), ``summary.json``,
+    Detection: ``results.json`` (the ``--json`` document), ``per_class.csv`` (AP per
+    class and threshold),
     ``pr_curves.png`` (one panel per threshold; needs ``result.curves``) and,
     with ``timelines`` > 0 and ``gt``/``preds``, ``timelines/<video>.png`` for the
-    first ``timelines`` ground-truth videos. Proposals: ``ar_an.csv``,
-    ``summary.json``, ``ar_an.png``.
+    first ``timelines`` ground-truth videos. Proposals: ``results.json``,
+    ``ar_an.csv``, ``ar_an.png``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [write_json(result, out / "summary.json")]
+    written = [write_json(result, out / REPORT_JSON)]
     if isinstance(result, ProposalResult):
         written.append(_write_ar_an_csv(result, out / "ar_an.csv"))
         written.append(plot_ar_an(result, out / "ar_an.png"))
@@ -84,8 +94,9 @@ def write_report(result: DetectionResult | ProposalResult, out_dir: str | Path,
         tdir = out / "timelines"
         tdir.mkdir(exist_ok=True)
         gt, preds, _ = align(gt, preds, labelled=False)
+        colours = class_colours(gt.labels)
         for video in list(dict.fromkeys(gt.video.tolist()))[:timelines]:
-            fig = plot_detection_timeline(video, gt, preds)
+            fig = plot_detection_timeline(video, gt, preds, colours=colours)
             path = tdir / f"{_safe_name(video)}.png"
             fig.savefig(path, dpi=110)
             _close(fig)
@@ -94,15 +105,21 @@ def write_report(result: DetectionResult | ProposalResult, out_dir: str | Path,
 
 
 def plot_pr_curves(result: DetectionResult, path: str | Path) -> Path:
-    """One panel per threshold: every class's precision-recall curve (thin) and
-    the class-averaged interpolated precision (bold)."""
+    """One panel per threshold: the class-averaged interpolated precision (bold) and
+    the curves of a few named classes spread over the AP ranking (best, middle,
+    worst), in the same colours in every panel; the legend sits below the panels."""
     plt = _pyplot()
     T = len(result.tiou_thresholds)
     cols = min(T, 5)
     rows = (T + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows + 0.7), squeeze=False,
                              sharex=True, sharey=True)
     grid = np.linspace(0, 1, 101)
+    ranking = np.argsort(-result.class_average_AP, kind="stable")
+    picks = sorted(set(np.linspace(0, len(ranking) - 1, min(PR_NAMED_CLASSES, len(ranking)))
+                       .round().astype(int).tolist()))
+    named = [result.labels[ranking[i]] for i in picks]
+    colours = class_colours(result.labels)
     for t in range(rows * cols):
         ax = axes[t // cols][t % cols]
         if t >= T:
@@ -114,12 +131,15 @@ def plot_pr_curves(result: DetectionResult, path: str | Path) -> Path:
             if prec is None or len(prec[t]) == 0:
                 continue
             p, r = np.asarray(prec[t]), np.asarray(rec[t])
-            ax.plot(r, p, color="0.6", lw=0.5, alpha=0.6)
             env = np.maximum.accumulate(p[::-1])[::-1]
             idx = np.searchsorted(r, grid, side="left")
             interp += np.where(idx < len(env), env[np.minimum(idx, len(env) - 1)], 0.0)
+            if label in named:
+                c = result.labels.index(label)
+                ax.plot(r, p, color=colours[label], lw=1.0,
+                        label=f"{label} (AP {100 * result.class_average_AP[c]:.1f}%)")
         interp /= max(len(result.labels), 1)
-        ax.plot(grid, interp, color="C3", lw=2, label="mean over classes")
+        ax.plot(grid, interp, color="k", lw=2.2, label="mean over classes (interpolated)")
         ax.set_title(f"tIoU {result.tiou_thresholds[t]:.2f}: mAP {100 * result.mAP[t]:.1f}%",
                      fontsize=9)
         ax.set_xlim(0, 1); ax.set_ylim(0, 1.02)
@@ -128,12 +148,26 @@ def plot_pr_curves(result: DetectionResult, path: str | Path) -> Path:
             ax.set_ylabel("precision")
         if t // cols == rows - 1:
             ax.set_xlabel("recall")
-    axes[0][0].legend(loc="lower left", fontsize=7)
-    fig.suptitle(f"precision-recall per class ({len(result.labels)} classes)", fontsize=11)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    by_label = dict(zip(labels, handles))
+    fig.legend(list(by_label.values()), list(by_label), loc="lower center", fontsize=7,
+               ncol=min(len(by_label), 3), frameon=False)
+    fig.suptitle(f"precision-recall: mean of {len(result.labels)} classes and {len(named)} of them "
+                 "by AP rank (AP averaged over the protocol's thresholds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.7 / (3.1 * rows + 0.7) + 0.02, 1, 1))
     fig.savefig(path, dpi=110)
     _close(fig)
     return Path(path)
+
+
+def class_colours(labels: Sequence[str]) -> dict[str, tuple]:
+    """Class -> colour by its position in ``labels`` (matplotlib's tab20, cycling), so a
+    class keeps its colour in every picture drawn from the same ground truth."""
+    _pyplot()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
 
 
 def plot_ar_an(result: ProposalResult, path: str | Path) -> Path:
@@ -146,7 +180,7 @@ def plot_ar_an(result: ProposalResult, path: str | Path) -> Path:
     ax.set_xlabel("average number of proposals per video (AN)")
     ax.set_ylabel("recall (%)")
     ax.set_xlim(0, result.AN[-1]); ax.set_ylim(0, 100)
-    ax.set_title(f"AR-AN: AUC {result.AUC_percent:.2f}%, AR@{result.AN[-1]:.0f} "
+    ax.set_title(f"AR-AN: AUC {result.AUC_percent:.2f}%, AR at AN={result.AN[-1]:g} "
                  f"{100 * result.AR[-1]:.2f}%")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
@@ -158,13 +192,15 @@ def plot_ar_an(result: ProposalResult, path: str | Path) -> Path:
 
 def plot_detection_timeline(video: str, gt: GroundTruth, preds: Predictions, top_k: int = 10,
                             min_score: float | None = None, duration: float | None = None,
-                            ax=None):
+                            ax=None, colours: dict[str, tuple] | None = None):
     """Draw one video's ground truth and its ``top_k`` highest-scoring predictions.
 
     Ground truth on the top lane, then one lane per prediction (best first),
     bar colour by class, opacity by score, its tIoU with the best ground truth
-    of its class written on the bar. Times in seconds. Returns the matplotlib
-    Figure (``ax`` given: drawn there, its figure returned).
+    of its class written on the bar. Times in seconds. ``colours``: class ->
+    colour (default :func:`class_colours` of all of ``gt``'s classes, so one
+    class has one colour in every timeline of the same ground truth). Returns
+    the matplotlib Figure (``ax`` given: drawn there, its figure returned).
     """
     plt = _pyplot()
     g = gt.video == video
@@ -175,7 +211,9 @@ def plot_detection_timeline(video: str, gt: GroundTruth, preds: Predictions, top
     p_idx = p_idx[np.argsort(-preds.score[p_idx].astype(np.float64), kind="stable")][:top_k]
     labels = list(dict.fromkeys(gt.label[g_idx].tolist()
                                 + ([] if preds.label is None else preds.label[p_idx].tolist())))
-    colour = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    if colours is None:
+        colours = class_colours(gt.labels + [lab for lab in labels if lab not in set(gt.label.tolist())])
+    colour = {lab: colours.get(lab, "0.5") for lab in labels}
     if duration is None:
         duration = gt.durations.get(video)
     ends = np.concatenate([gt.end[g_idx], preds.end[p_idx], [duration or 0.0]])
@@ -225,12 +263,15 @@ def plot_detection_timeline(video: str, gt: GroundTruth, preds: Predictions, top
 
 # --------------------------------------------------------------------------- helpers
 def _write_per_class_csv(result: DetectionResult, path: Path) -> Path:
+    """AP per class and threshold; ``AP_mean`` averages the thresholds the headline
+    average mAP averages (``result.average_over``), as its last row does."""
+    mean = result.class_average_AP
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["class"] + [f"AP@{t:.2f}" for t in result.tiou_thresholds] + ["AP_mean"])
         for c, label in enumerate(result.labels):
             w.writerow([label] + [repr(float(x)) for x in result.ap[:, c]]
-                       + [repr(float(result.ap[:, c].mean()))])
+                       + [repr(float(mean[c]))])
         w.writerow(["mAP"] + [repr(float(x)) for x in result.mAP] + [repr(float(result.average_mAP))])
     return path
 

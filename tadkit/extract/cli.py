@@ -12,9 +12,13 @@ import os
 import click
 
 from tadkit.errors import ConfigError, InputError
+from tadkit.text import plural
+from tadkit.threads import threads_option
 
 #: Exit code when some videos failed (the rest was extracted).
 EXIT_SOME_FAILED = 3
+#: The families of ``tadkit.extract.backbones`` (listed here so that ``--help`` does not import torch).
+BACKBONE_FAMILIES = ("i3d", "tsn", "slowfast_r50", "slowfast_r101", "r2plus1d_34", "mfe")
 #: Every checkpoint key layout some backbone family accepts (each family checks its own).
 CHECKPOINT_FORMATS = ("auto", "piergiaj", "hassony2", "mmaction2", "torchvision", "pyslowfast", "pytorchvideo",
                       "ig65m")
@@ -33,8 +37,8 @@ def _list_backbones(ctx: click.Context, _param: click.Parameter, value: bool) ->
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Feature store directory.")
 @click.option("--list-backbones", is_flag=True, is_eager=True, expose_value=False, callback=_list_backbones,
               help="List the backbone families (streams, recipe, feature dim, checkpoint formats) and exit.")
-@click.option("--backbone", default="i3d", show_default=True,
-              help="Backbone family: i3d, tsn, slowfast_r50, slowfast_r101, r2plus1d_34, mfe (--list-backbones).")
+@click.option("--backbone", default="i3d", show_default=True, type=click.Choice(BACKBONE_FAMILIES),
+              help="Backbone family (details: --list-backbones).")
 @click.option("--streams", default=None, help="Comma-separated streams in feature order [default: all, e.g. rgb,flow].")
 @click.option("--weights", "weights", multiple=True, metavar="STREAM=PATH",
               help="Local checkpoint of a stream, e.g. rgb=rgb_imagenet.pt (repeat per stream).")
@@ -71,7 +75,10 @@ def _list_backbones(ctx: click.Context, _param: click.Parameter, value: bool) ->
               help="Video decoder (auto: decord, PyAV when decord fails).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Videos decoded in parallel.")
 @click.option("--distributed", is_flag=True, help="Require a torchrun environment and shard videos by rank.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress per snippet [default: a bar on a terminal, else a line every "
+                   "$TADKIT_PROGRESS_INTERVAL (30) seconds].")
+@threads_option
 def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | None, weights: tuple[str, ...],
             random_weights: bool, seed: int, checkpoint_format: str, bn_eps: float | None, fps: float | None,
             clip_len: int | None, stride: int | None, spatial_grid: int | None, levels: bool,
@@ -108,10 +115,10 @@ def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | Non
     report = run_extract(paths, out, opts, rank=rank, world_size=world, progress=progress)
     who = f"rank {rank}/{world}: " if world > 1 else ""
     click.echo(f"{who}{len(report.done)} extracted, {len(report.skipped)} already present, "
-               f"{len(report.failed)} failed, of {report.total} videos "
-               f"({report.snippets} snippets in {report.seconds:.1f} s) -> {out}")
+               f"{len(report.failed)} failed, of {plural(report.total, 'video')} "
+               f"({plural(report.snippets, 'snippet')} in {report.seconds:.1f} s) -> {out}")
     if report.failed:
-        click.echo(f"warning: {len(report.failed)} video(s) failed (recorded in {os.path.join(out, 'failures')}):",
+        click.echo(f"warning: {plural(len(report.failed), 'video')} failed (recorded in {os.path.join(out, 'failures')}):",
                    err=True)
         for vid, stage, reason in report.failed:
             click.echo(f"  {vid} [{stage}]: {' '.join(reason.split())}", err=True)

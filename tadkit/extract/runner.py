@@ -50,7 +50,7 @@ from tadkit.extract.flow import (FlowFrames, FlowOptions, encode_flow, next_fram
 from tadkit.extract.transforms import Recipe, crop_maps, flow_to_tensor, get_recipe, resize_frames, rgb_to_tensor
 from tadkit.extract.video import (SnippetPlan, VideoError, VideoReader, open_video, plan_snippets,
                                   video_id)
-from tadkit.progress import progress_bar
+from tadkit.progress import VideoProgress
 
 #: Default snippets per forward: small on CPU (3D activations are memory-bound).
 DEFAULT_BATCH = {"cpu": 2, "cuda": 16}
@@ -363,9 +363,9 @@ class Extractor:
             _check_extra_outputs(writer, self.provenance)
             todo = [p for p in mine if not writer.has(video_id(p))]
             report.skipped = [video_id(p) for p in mine if writer.has(video_id(p))]
-            bar = _progress_bar(len(todo), progress, rank)
+            tracker = VideoProgress(len(todo), f"extract[{rank}]" if rank else "extract", progress)
             try:
-                for event in self._events(todo):
+                for event in self._events(todo, tracker):
                     kind, vid = event[0], event[1]
                     if kind == "video":
                         feats = event[2]
@@ -376,19 +376,16 @@ class Extractor:
                         stage, reason = event[2], event[3]
                         writer.record_failure(vid, f"{stage}: {reason}")
                         report.failed.append((vid, stage, reason))
-                    if bar is not None:
-                        bar.update(1)
-                        rate = report.snippets / max(1e-9, time.perf_counter() - t0)
-                        bar.set_postfix_str(f"{rate:.1f} snippets/s, {len(report.failed)} failed")
+                    tracker.finish(vid, failed=kind != "video")
             finally:
-                if bar is not None:
-                    bar.close()
+                tracker.close()
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _events(self, todo: Sequence[Path]) -> Iterator[tuple]:
+    def _events(self, todo: Sequence[Path], progress: VideoProgress | None = None) -> Iterator[tuple]:
         """``("video", id, VideoFeatures)`` or ``("failed", id, stage, reason)`` per video, in
-        completion order. Decoding runs in ``workers`` background threads."""
+        completion order. Decoding runs in ``workers`` background threads. ``progress`` hears
+        of every video's start (with its snippet count) and of every batch of snippets."""
         if not todo:
             return
         jobs: queue.Queue = queue.Queue()
@@ -413,12 +410,16 @@ class Extractor:
                 elif kind == "start":
                     parts[msg[1]] = []
                     dead.discard(msg[1])
+                    if progress is not None:
+                        progress.start(msg[1], msg[2])
                 elif kind == "batch":
                     vid = msg[1]
                     if vid in dead:
                         continue
                     try:
                         parts[vid].append(self.forward_outputs(msg[2]))
+                        if progress is not None:
+                            progress.advance(vid, len(next(iter(msg[2].values()))))
                     except RuntimeError as exc:  # e.g. out of memory on one long video
                         dead.add(vid)
                         parts.pop(vid, None)
@@ -470,7 +471,7 @@ class Extractor:
                     flow_frames = self._flow_frames(vid)
                     stage = "decode"
                     plan = self.plan(reader)
-                    if not put(("start", vid)):
+                    if not put(("start", vid, plan.num_snippets)):
                         return
                     for _, inputs in self.clip_batches(reader, plan, flow_frames):
                         if not put(("batch", vid, inputs)):
@@ -482,7 +483,7 @@ class Extractor:
                         put(("failed", vid, exc.stage, exc.reason))
                         break
                     # decord opened the file but failed mid-way: start over with PyAV
-                    put(("start", vid))
+                    put(("start", vid, None))
                 except InputError as exc:
                     put(("failed", vid, stage, str(exc)))
                     break
@@ -506,7 +507,8 @@ def extract(videos: Sequence[Path], out: str | os.PathLike, opts: ExtractOptions
     """Extract features of ``videos`` into the store ``out``; see the module docstring.
 
     ``rank``/``world_size`` default to the ``RANK``/``WORLD_SIZE`` environment
-    (torchrun); ``progress`` ``None`` shows a bar only on a terminal.
+    (torchrun); ``progress`` ``None`` shows a bar on a terminal and timed plain lines elsewhere
+    (:class:`tadkit.progress.VideoProgress`), ``False`` nothing.
     """
     env_rank, env_world = distributed_env()
     rank = env_rank if rank is None else rank
@@ -692,10 +694,6 @@ def _check_streams(streams: Sequence[str] | None, fam: backbones.Family) -> tupl
     if len(set(out)) != len(out):
         raise ConfigError(f"a stream is repeated in --streams {','.join(out)}")
     return out
-
-
-def _progress_bar(total: int, progress: bool | None, rank: int) -> Any:
-    return progress_bar(total, f"extract[{rank}]" if rank else "extract", "video", progress)
 
 
 def _one_line(exc: BaseException) -> str:

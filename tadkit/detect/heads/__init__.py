@@ -3,15 +3,17 @@
 A head is registered under a name with ``@HEADS.register("name")`` on a
 builder ``build(cfg_section, in_dim, num_classes) -> DetectionHead``; the
 engine builds ``HEADS.get(cfg.head)(getattr(cfg, cfg.head), in_dim,
-num_classes)``. Head modules are imported lazily by :func:`get_head` so
+num_classes)``, adding ``inputs=InputInfo(...)`` (level names and channels,
+streams, grid channels) when the builder has an ``inputs`` parameter. Head modules are imported lazily by :func:`get_head` so
 importing the package stays cheap.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
 
-from tadkit.detect.heads.base import DetectionHead
+from tadkit.detect.heads.base import DetectionHead, InputInfo, LevelInput, group_parameters, weighted_mean
 from tadkit.registry import Registry
 
 HEADS: Registry[Callable[..., DetectionHead]] = Registry("detection head")
@@ -31,9 +33,18 @@ def get_head(name: str) -> Callable[..., DetectionHead]:
     return HEADS.get(name)
 
 
-def build_head(name: str, section: Any, in_dim: int, num_classes: int) -> DetectionHead:
-    """Build the registered head ``name`` from its config section."""
-    return get_head(name)(section, in_dim, num_classes)
+def build_head(name: str, section: Any, in_dim: int, num_classes: int,
+               inputs: InputInfo | None = None) -> DetectionHead:
+    """Build the registered head ``name`` from its config section (``inputs`` for builders that take it)."""
+    builder = get_head(name)
+    try:
+        takes_inputs = "inputs" in inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        takes_inputs = False
+    if takes_inputs:
+        return builder(section, in_dim, num_classes, inputs=inputs or InputInfo())
+    return builder(section, in_dim, num_classes)
 
 
-__all__ = ["HEADS", "DetectionHead", "get_head", "build_head"]
+__all__ = ["HEADS", "DetectionHead", "InputInfo", "LevelInput", "get_head", "build_head", "group_parameters",
+           "weighted_mean"]

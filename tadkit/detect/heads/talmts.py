@@ -106,9 +106,9 @@ class TALMTS(DetectionHead):
         nn.init.zeros_(self.loc_pred.bias)
 
     @property
-    def uses_grid(self) -> bool:
+    def needs(self) -> frozenset[str]:
         """The spatial modules read per-snippet grids (``grid_size > 0`` and STT or FSA on)."""
-        return self.cfg.grid_size > 0 and (self.cfg.stt or self.cfg.fsa)
+        return frozenset({"grid"}) if self.cfg.grid_size > 0 and (self.cfg.stt or self.cfg.fsa) else frozenset()
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None,

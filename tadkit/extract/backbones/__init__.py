@@ -4,7 +4,7 @@
 >>> load_checkpoint(model, "rgb_imagenet.pt")       # layout detected from the keys
 >>> model.extract_features(clips)                   # [B, 3, 16, 224, 224] -> [B, 1024]
 
-Models (spec ``shared/specs/backbones.md``): ``i3d_rgb``, ``i3d_flow``,
+Models (described in ``docs/backbones.md``): ``i3d_rgb``, ``i3d_flow``,
 ``tsn_r50_rgb``, ``tsn_r50_flow``, ``slowfast_r50``, ``slowfast_r101``,
 ``r2plus1d_34``, ``mfe``. A *family* is what ``tadkit extract --backbone``
 names: it groups the per-stream models of a backbone (the two-stream ``i3d``

@@ -1,7 +1,7 @@
 """I3D: Inception-v1 inflated to 3D (Carreira & Zisserman 2017), RGB and flow streams.
 
 Built to reproduce the public PyTorch ports of the DeepMind checkpoints
-(spec: ``shared/specs/backbones.md`` section 1):
+("Quo Vadis, Action Recognition? A New Model and the Kinetics Dataset", arXiv:1705.07750):
 
 * every convolution and max-pool uses TensorFlow "SAME" padding computed from
   the actual input size in each forward (asymmetric: the extra element goes at

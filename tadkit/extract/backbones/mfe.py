@@ -1,6 +1,7 @@
 """MENet's Movement Feature Extractor (MFE): a siamese R(2+1)D-34 with shared weights.
 
-Spec: ``shared/specs/backbones.md`` section 4.4. For a clip ``x`` of ``T`` frames
+Paper: "Movement Enhancement toward Multi-Scale Video Feature Representation for Temporal
+Action Detection" (Zhao, Wang, Zhao; ICCV 2023). For a clip ``x`` of ``T`` frames
 
 * ``total  = F(x)``, the R(2+1)D-34 feature (512);
 * ``static = F(s)`` where ``s`` repeats the clip's middle frame

@@ -1,6 +1,7 @@
 """R(2+1)D-34 with the IG-65M layout (moabitcoin/ig65m-pytorch on torchvision VideoResNet).
 
-Spec: ``shared/specs/backbones.md`` section 4.1-4.3.
+Papers: "A Closer Look at Spatiotemporal Convolutions for Action Recognition" (arXiv:1711.11248)
+and "Large-scale weakly-supervised pre-training for video action recognition" (IG-65M, arXiv:1905.00561).
 
 * (2+1)D convolution = Conv3d ``(1,3,3)`` stride ``(1,s,s)`` -> BN(mid) ->
   ReLU -> Conv3d ``(3,1,1)`` stride ``(s,1,1)``, no biases.

@@ -1,6 +1,6 @@
 """SlowFast R50 / R101, 8x8 setting (PySlowFast and pytorchvideo key layouts).
 
-Spec: ``shared/specs/backbones.md`` section 3.
+Paper: "SlowFast Networks for Video Recognition" (arXiv:1812.03982).
 
 * Input: one full-rate clip ``[B, 3, T, H, W]`` (T = 32). The fast pathway
   sees all ``T`` frames; the slow pathway the ``T // alpha`` frames at

@@ -1,6 +1,7 @@
 """TSN two-stream ResNet-50 snippet features (mmaction2 layout).
 
-Spec: ``shared/specs/backbones.md`` section 2. The backbone is a standard
+Paper: "Temporal Segment Networks: Towards Good Practices for Deep Action Recognition"
+(arXiv:1608.00859). The backbone is a standard
 ResNet-50 v1.5 ("pytorch" style: stride on the 3x3 conv, BN eps 1e-5); the
 head is mmaction2's ``TSNHead`` (``fc_cls``: Linear(2048, C)).
 
