@@ -189,7 +189,7 @@ def test_every_ablation_switch_builds_trains_and_decodes(kw, levels):
 def test_menet_config_is_checked_and_registered():
     cfg = load_config(DetectConfig, overrides=["head=menet", "menet.sampling=bias", "menet.single_layer=2"])
     assert cfg.menet.sampling == "bias" and cfg.menet.single_layer == 2
-    with pytest.raises(ConfigError, match="one entry per layer"):
+    with pytest.raises(ConfigError, match=r"^--set: menet: scale_ranges and sampling_ratios need one entry per layer"):
         load_config(DetectConfig, overrides=["menet.sampling_ratios=[0.5, 0.5]"])
     with pytest.raises(ConfigError, match="single_layer"):
         load_config(DetectConfig, overrides=["menet.single_layer=3"])

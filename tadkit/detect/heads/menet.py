@@ -83,7 +83,6 @@ class MENet(DetectionHead):
     """
 
     class_agnostic = True
-    needs: frozenset[str] = frozenset()
 
     def __init__(self, cfg: MENetConfig, in_dim: int, num_classes: int):
         super().__init__()
