@@ -135,6 +135,31 @@ def test_decode_refines_by_eq9_and_scores_ps_pe_iou_in_input_units():
     assert det.labels.tolist() == [0] and head.class_agnostic
 
 
+def test_ensembles_average_boundaries_and_pool_the_runs_anchors():
+    x, mask = torch.randn(1, 8, 32), torch.ones(1, 32, dtype=torch.bool)
+    a = tiny_head().eval()
+    torch.manual_seed(5)
+    b = build_head("menet", MENetConfig(**TINY), 8, 3).eval()
+    with torch.no_grad():
+        oa, ob = a(x, mask), b(x, mask)
+        # identical runs: exactly the single run
+        same = a.decode(a.average_outputs([oa, oa], [1.0, 2.0]), mask)[0]
+        one = a.decode(oa, mask)[0]
+        np.testing.assert_array_equal(same.segments, one.segments)
+        np.testing.assert_array_equal(same.scores, one.scores)
+        # different runs: every anchor of both, scored with the averaged boundaries and w / max(w)
+        both = a.average_outputs([oa, ob], [1.0, 3.0])
+        torch.testing.assert_close(both["start_0"], 0.25 * oa["start_0"] + 0.75 * ob["start_0"])
+        det = a.decode(both, mask)[0]
+    n = [int(o[f"anchor_mask_{i}"].sum()) for o in (oa, ob) for i in range(3)]
+    assert len(det) == sum(n)
+    ps = torch.sigmoid(both["start_0"][0])
+    pe = torch.sigmoid(both["end_0"][0])
+    s, e = oa["anchors_0"][0, 0]
+    want = float(ps[s] * pe[e] * torch.sigmoid(oa["iou_0"][0, 0]).prod() / 3.0)
+    assert np.isclose(det.scores, want, rtol=1e-5).any()
+
+
 # --------------------------------------------------------------------------- padding
 def test_mrem_paths_are_invariant_to_right_padding():
     torch.manual_seed(2)

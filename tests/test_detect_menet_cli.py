@@ -54,10 +54,17 @@ def train_args(ann: Path, feats: Path, out: Path, *extra: str) -> list[str]:
     return args
 
 
-def test_menet_trains_writes_proposals_and_fused_detections_that_evaluate(data, tmp_path):
+@pytest.fixture(scope="module")
+def menet_run(data, tmp_path_factory):
     root, ann, feats = data
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("menet_run") / "run"
     tadkit(*train_args(ann, feats, run))
+    return run
+
+
+def test_menet_trains_writes_proposals_and_fused_detections_that_evaluate(data, menet_run, tmp_path):
+    root, ann, feats = data
+    run = menet_run
     epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs if r["event"] == "epoch"] == [1, 2]
 
@@ -88,12 +95,18 @@ def test_menet_trains_writes_proposals_and_fused_detections_that_evaluate(data, 
                                    "validation")
 
 
-def test_the_base_ablation_selects_half_of_the_channels(data, tmp_path):
+def test_the_base_ablation_selects_half_of_the_channels_and_ensembles_with_menet(data, menet_run, tmp_path):
     root, ann, feats = data
     run = tmp_path / "base"
-    tadkit(*train_args(ann, feats, run, "data.channels=[[4, 8]]", "menet.mrem=false", "train.epochs=1"))
+    # few candidates per layer: this run's anchors differ from the other run's
+    tadkit(*train_args(ann, feats, run, "data.channels=[[4, 8]]", "menet.mrem=false", "train.epochs=1",
+                       "menet.max_candidates=20"))
     meta = json.loads((run / "run.json").read_text())
     assert meta["feature_dim"] == 4
-    props = tmp_path / "props.json"
-    tadkit("detect", "infer", "--run", run, "--features", feats, "--subset", "validation", "--proposals", props)
-    assert json.loads(props.read_text())["results"]
+    counts = {}
+    for name, runs in (("base", [run]), ("menet", [menet_run]), ("both", [menet_run, run])):
+        props = tmp_path / f"{name}.json"
+        tadkit("detect", "infer", *sum((["--run", r] for r in runs), []), "--features", feats, "--subset",
+               "validation", "--proposals", props, "--fuse", "mean", "--set", "max_per_video=100000")
+        counts[name] = sum(len(v) for v in json.loads(props.read_text())["results"].values())
+    assert counts["base"] < counts["menet"] < counts["both"]            # the runs' anchors are pooled

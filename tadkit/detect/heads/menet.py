@@ -53,7 +53,7 @@ from torch import nn
 
 from tadkit.detect.config import MENetConfig
 from tadkit.detect.heads import HEADS
-from tadkit.detect.heads.base import DetectionHead
+from tadkit.detect.heads.base import DetectionHead, weighted_mean
 from tadkit.detect.layers.align import segment_align_batched
 from tadkit.detect.layers.anchors import (anchor_map, apply_offsets, boundary_labels, match_anchors,
                                           offset_targets)
@@ -205,6 +205,30 @@ class MENet(DetectionHead):
         out["num_pos"] = torch.tensor(float(num_pos))
         return out
 
+    def average_outputs(self, outputs: Sequence[dict[str, torch.Tensor]],
+                        weights: Sequence[float]) -> dict[str, torch.Tensor]:
+        """Ensembles (``detect infer --fuse mean``) of runs whose candidates differ.
+
+        Runs that score the same anchors (e.g. identical runs) are averaged
+        entirely (the default weighted mean). Otherwise the boundary logits are
+        averaged and each layer's anchors are pooled over the runs, each with
+        its own run's ASP outputs and the weight ``w / max(w)`` of that run
+        (``anchor_weight_i``); decoding then scores every anchor with the
+        averaged boundary probabilities, and NMS merges what several runs found.
+        """
+        keys = [f"{k}_{i}" for i in range(len(self.strides)) for k in ("anchors", "anchor_mask")]
+        if all(o[k].shape == outputs[0][k].shape and torch.equal(o[k], outputs[0][k]) for o in outputs for k in keys):
+            return weighted_mean(outputs, weights)
+        merged = weighted_mean([{k: v for k, v in o.items() if k.startswith(("start_", "end_"))} for o in outputs],
+                               weights)
+        top = max(weights)
+        for i in range(len(self.strides)):
+            for key in ("anchors", "anchor_mask", "iou", "offsets"):
+                merged[f"{key}_{i}"] = torch.cat([o[f"{key}_{i}"] for o in outputs], 1)
+            merged[f"anchor_weight_{i}"] = torch.cat([torch.full(o[f"anchor_mask_{i}"].shape, w / top)
+                                                      for o, w in zip(outputs, weights)], 1)
+        return merged
+
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode(self, outputs: dict[str, torch.Tensor], mask: torch.Tensor, topk: int = 2000,
@@ -215,7 +239,9 @@ class MENet(DetectionHead):
             ps, pe = torch.sigmoid(outputs[f"start_{i}"].float()), torch.sigmoid(outputs[f"end_{i}"].float())
             anchors = outputs[f"anchors_{i}"]
             p_iou = torch.sigmoid(outputs[f"iou_{i}"].float()).prod(-1)
-            scores.append(ps.gather(1, anchors[..., 0]) * pe.gather(1, anchors[..., 1]) * p_iou)
+            score = ps.gather(1, anchors[..., 0]) * pe.gather(1, anchors[..., 1]) * p_iou
+            scores.append(score * outputs[f"anchor_weight_{i}"].to(score) if f"anchor_weight_{i}" in outputs
+                          else score)
             segs.append(apply_offsets(anchors.float(), outputs[f"offsets_{i}"].float()) * stride + (stride - 1) / 2)
             masks.append(outputs[f"anchor_mask_{i}"])
         seg_all, score_all, mask_all = torch.cat(segs, 1), torch.cat(scores, 1), torch.cat(masks, 1)
