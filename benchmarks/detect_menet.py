@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--val-videos", type=int, default=200, help="ActivityNet validation videos in the subsample")
     ap.add_argument("--variants", default="all", help="'all', or comma-separated names of VARIANTS ('default')")
     ap.add_argument("--skip-thumos", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="train.seed of the runs (another seed: the noise between runs)")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     names = list(VARIANTS) if args.variants == "all" else (
         [next(iter(VARIANTS))] if args.variants == "default" else args.variants.split(","))
+    seed = [f"train.seed={args.seed}"] if args.seed else []
+    suffix = f"_seed{args.seed}" if args.seed else ""
 
     figures: dict = {"anet": {}, "thumos14": {}}
     ann = anet_subsample(args.anet, work / "anet_sub.json", args.train_videos, args.val_videos)
@@ -76,19 +79,20 @@ def main(argv: list[str] | None = None) -> dict:
                                                  "--clip-len", "16", "--stride", "16", "--out", str(feats)])
     for name in names:
         figures["anet"][name] = proposal_run(REPO / "configs" / "menet" / "anet_cpu.yaml", feats, ann,
-                                             work / ("anet_" + _slug(name)),
-                                             VARIANTS[name], "anet", "validation", max_proposals=100)
+                                             work / ("anet_" + _slug(name) + suffix),
+                                             VARIANTS[name] + seed, "anet", "validation", max_proposals=100)
         print(json.dumps({name: figures["anet"][name]}), flush=True)
-    figures["anet"]["detections"] = fused_detections(work / ("anet_" + _slug(names[0])), feats, ann, work,
+    figures["anet"]["detections"] = fused_detections(work / ("anet_" + _slug(names[0]) + suffix), feats, ann, work,
                                                       "anet", "training", "validation")
     if not args.skip_thumos:
         tfeats = work / "feats_thumos"
         run_tadkit("synthetic THUMOS14 features", ["data", "synth-features", "--annotations", args.thumos,
                                                   "--subset", "validation,test", "--out", str(tfeats)])
         figures["thumos14"]["MENet (two-stage, MREM)"] = proposal_run(
-            REPO / "configs" / "menet" / "thumos14_cpu.yaml", tfeats, Path(args.thumos), work / "thumos_menet", [],
-            "thumos14", "test", max_proposals=500)
-        figures["thumos14"]["detections"] = fused_detections(work / "thumos_menet", tfeats, Path(args.thumos), work,
+            REPO / "configs" / "menet" / "thumos14_cpu.yaml", tfeats, Path(args.thumos),
+            work / ("thumos_menet" + suffix), seed, "thumos14", "test", max_proposals=500)
+        figures["thumos14"]["detections"] = fused_detections(work / ("thumos_menet" + suffix), tfeats,
+                                                             Path(args.thumos), work,
                                                              "thumos14", "validation", "test")
     figures["torch_threads"] = torch.get_num_threads()
     print(json.dumps(figures, indent=1))

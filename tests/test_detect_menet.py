@@ -191,10 +191,12 @@ def test_the_whole_head_gives_the_same_proposals_with_and_without_padding(kw):
 
 
 # --------------------------------------------------------------------------- switches
+TWO_LAYERS = {"num_layers": 2, "scale_ranges": [[0, 0.3], [0.2, 1]], "sampling_ratios": [0.5, 0.9]}
+
+
 @pytest.mark.parametrize("kw,levels", [({}, [0, 1, 2]), ({"downsample": "avgpool"}, [0, 1, 2]),
                                        ({"downsample": "conv"}, [0, 1, 2]), ({"mrem": False}, [0, 1, 2]),
-                                       ({"single_layer": 1}, [1]), ({"num_layers": 2, "scale_ranges": [[0, 0.3], [0.2, 1]],
-                                                                    "sampling_ratios": [0.5, 0.9]}, [0, 1])])
+                                       ({"single_layer": 1}, [1]), (TWO_LAYERS, [0, 1])])
 def test_every_ablation_switch_builds_trains_and_decodes(kw, levels):
     head = tiny_head(**kw).train()
     assert head.levels == levels and head.stride == 2 ** (max(levels))

@@ -29,7 +29,8 @@ def data(tmp_path_factory):
         anns, t = [], float(rng.uniform(0.5, 3))
         while t < 22:
             length = float(rng.uniform(2.0, 8.0))
-            anns.append({"label": ["Jump", "Run", "Swim"][int(rng.integers(3))], "segment": [round(t, 2), round(t + length, 2)]})
+            label = ["Jump", "Run", "Swim"][int(rng.integers(3))]
+            anns.append({"label": label, "segment": [round(t, 2), round(t + length, 2)]})
             t += length + float(rng.uniform(2, 6))
         db[f"vid{i:02d}"] = {"subset": "training" if i < 6 else "validation", "duration": 30.0, "fps": 10.0,
                              "annotations": anns}
