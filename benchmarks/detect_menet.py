@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--anet", required=True,
                     help="BSN's anet_anno_action.json (with its video_info_new.csv beside it) or ActivityNet JSON")
-    ap.add_argument("--thumos", required=True, help="THUMOS14 annotations (e.g. ActionFormer's thumos14.json)")
+    ap.add_argument("--thumos", default=None,
+                    help="THUMOS14 annotations (e.g. ActionFormer's thumos14.json); without it that part is skipped")
     ap.add_argument("--work", default="/tmp/tadkit-bench-menet")
     ap.add_argument("--train-videos", type=int, default=800, help="ActivityNet training videos in the subsample")
     ap.add_argument("--val-videos", type=int, default=200, help="ActivityNet validation videos in the subsample")
     ap.add_argument("--variants", default="all", help="'all', or comma-separated names of VARIANTS ('default')")
-    ap.add_argument("--skip-thumos", action="store_true")
     ap.add_argument("--seed", type=int, default=0, help="train.seed of the runs (another seed: the noise between runs)")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args(argv)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps({name: figures["anet"][name]}), flush=True)
     figures["anet"]["detections"] = fused_detections(work / ("anet_" + _slug(names[0]) + suffix), feats, ann, work,
                                                       "anet", "training", "validation")
-    if not args.skip_thumos:
+    if args.thumos:
         tfeats = work / "feats_thumos"
         run_tadkit("synthetic THUMOS14 features", ["data", "synth-features", "--annotations", args.thumos,
                                                   "--subset", "validation,test", "--out", str(tfeats)])
