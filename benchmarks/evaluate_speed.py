@@ -18,7 +18,9 @@ Measured, each in a fresh process, CPU time (user + system) next to wall time:
   process, with the same breakdown; its numbers must equal tadkit's bit for bit. DIR is
   a scratch copy made runnable under Python 3 (see ``benchmarks/RESULTS.md``); nothing
   of it is part of tadkit.
-* unless ``--no-oracle``: the oracle of ``tests/oracle_eval.py`` (bit-identical check).
+* unless ``--no-oracle``: the oracle of ``tests/oracle_eval.py`` (bit-identical check);
+* the floor: what any reader of the predictions file pays (interpreter, numpy, reading the
+  bytes, scanning the JSON), and so the largest ratio any tadkit could reach.
 
     python benchmarks/evaluate_speed.py [--official DIR] [--no-oracle] [--repeat 3] [--keep DIR]
 """
@@ -52,7 +54,8 @@ from tadkit.evaluate.report import write_json
 t.append(now())
 task, gt_path, pred_path, out = sys.argv[1:5]
 gt = load_ground_truth(gt_path, subset="validation"); t.append(now())
-preds = load_predictions(pred_path, require_label=task == "detection"); t.append(now())
+preds = load_predictions(pred_path, require_label=task == "detection", classes=gt.labels)
+t.append(now())
 p = get_protocol("anet")
 r = p.evaluate_detection(gt, preds) if task == "detection" else p.evaluate_proposals(gt, preds)
 t.append(now())
@@ -89,6 +92,34 @@ print(json.dumps({n: [t[i + 1][0] - t[i][0], t[i + 1][1] - t[i][1]] for i, n in 
 """
 
 
+# What any reader of the predictions file pays before a single number is in an array, timed
+# inside one fresh process (CPU s): reading the bytes, msgspec checking the JSON and skipping
+# every value (it still makes one empty object per entry and a list per video), decoding it
+# into typed entries (tadkit's decoder, labels as any string), freeing those entries.
+_FLOOR = """
+import json, sys, time
+from pathlib import Path
+import msgspec
+from tadkit.evaluate.io import _results_decoder
+def now(): return time.process_time()
+skip = msgspec.defstruct("Skip", [], gc=False)
+scan = msgspec.json.Decoder(msgspec.defstruct("File", [("results", dict[str, list[skip]])], gc=False))
+typed = _results_decoder(None)
+out = {}
+for _ in range(int(sys.argv[2])):
+    t = [now()]
+    data = Path(sys.argv[1]).read_bytes(); t.append(now())
+    doc = scan.decode(data); t.append(now())
+    del doc; t.append(now())
+    doc = typed.decode(data); t.append(now())
+    del doc, data; t.append(now())
+    for name, i in (("read", 0), ("scan, skip every value", 1), ("decode typed", 3),
+                    ("free typed entries", 4)):
+        out[name] = min(out.get(name, 9e9), t[i + 1] - t[i])
+print(json.dumps(out))
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", type=Path, default=None,
@@ -115,6 +146,7 @@ def main() -> None:
               f"({pred_file.stat().st_size / 1e6:.0f} MB JSON), 10 tIoU thresholds "
               f"({'real ANet 1.3 val GT' if sample.exists() else 'synthetic GT'}); "
               f"cpus: {os.cpu_count()}; one thread")
+        floor = _floor(pred_file, args.repeat)
         results = {}
         for task in ("detection", "proposal"):
             results[task] = _run_task(task, gt_file, pred_file, folder, args)
@@ -127,6 +159,20 @@ def main() -> None:
             line += (f"; official {r['official_cpu']:.1f} s CPU ({r['official_wall']:.1f} s wall): "
                      f"x{r['official_cpu'] / r['cli_cpu']:.0f} CPU, identical: {r['identical']}")
         print(line)
+    base = floor["python"] + floor["import numpy"] + floor["read"] + floor["scan, skip every value"]
+    print(f"  floor: interpreter + numpy + reading + scanning the predictions = {base:.3f} s CPU"
+          + "".join(f"; {task} can be at most x{r['official_cpu'] / base:.0f}"
+                    for task, r in results.items() if "official_cpu" in r))
+
+
+def _floor(pred_file: Path, repeat: int) -> dict:
+    """Best-of-``repeat`` CPU s of the costs no reader of ``pred_file`` avoids (printed)."""
+    python = min(_timed([sys.executable, "-c", "pass"])[0] for _ in range(max(3, repeat)))
+    numpy_ = min(_timed([sys.executable, "-c", "import numpy"])[0] for _ in range(max(3, repeat)))
+    out = {"python": python, "import numpy": max(numpy_ - python, 0.0)}
+    out.update(_stages([sys.executable, "-c", _FLOOR, str(pred_file), str(max(3, repeat))]))
+    print("\nfloor (CPU s, best of repeats): " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
+    return out
 
 
 def _run_task(task: str, gt_file: Path, pred_file: Path, folder: Path, args) -> dict:

@@ -71,7 +71,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=True))
-@click.option("--json", "as_json", is_flag=True, help="Print provenance and shapes as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print provenance, shapes and time ranges as JSON.")
 @click.option("--limit", type=int, default=20, show_default=True,
               help="Videos listed in the text view (all are in --json).")
 def info(path: str, as_json: bool, limit: int) -> None:
@@ -79,13 +79,14 @@ def info(path: str, as_json: bool, limit: int) -> None:
 
     Every array is listed with its shape; snippet features, the spatial grid
     and each level with the time range (seconds) of their first and last step.
+    Video files that fail their check (damaged, from another store, ...) are
+    listed with the reason, as are the videos extraction could not process.
     """
     from tadkit.data.features import FeatureStore
 
     store = FeatureStore.open(path)
     summary = store.summary()
     if as_json:
-        summary["time_ranges"] = {vid: _time_ranges(store, vid) for vid in summary["videos"]}
         click.echo(json.dumps(summary, indent=2))
         return
     prov = summary["provenance"]
@@ -97,7 +98,7 @@ def info(path: str, as_json: bool, limit: int) -> None:
     videos = summary["videos"]
     click.echo(f"  videos          {len(videos)}")
     for vid, shapes in list(videos.items())[:limit]:
-        ranges = _time_ranges(store, vid)
+        ranges = summary["time_ranges"][vid]
         parts = [f"{k}={tuple(v) if isinstance(v, list) else v}"
                  + (f" {ranges[k][0]:.3f}-{ranges[k][1]:.3f} s" if k in ranges else "")
                  for k, v in shapes.items()]
@@ -109,10 +110,11 @@ def info(path: str, as_json: bool, limit: int) -> None:
                 click.echo(f"      {part}")
     if len(videos) > limit:
         click.echo(f"    ... {len(videos) - limit} more (use --json for all)")
-    if summary["failures"]:
-        click.echo(f"  failed videos   {len(summary['failures'])}")
-        for vid, reason in list(summary["failures"].items())[:limit]:
-            click.echo(f"    {vid}: {reason}")
+    for key, title in (("unreadable", "unreadable     "), ("failures", "failed videos  ")):
+        if summary[key]:
+            click.echo(f"  {title} {len(summary[key])}")
+            for vid, reason in list(summary[key].items())[:limit]:
+                click.echo(f"    {vid}: {reason}")
 
 
 def _tree_lines(key: str, value: object, indent: str, list_items: int = 6) -> list[str]:
@@ -130,33 +132,6 @@ def _tree_lines(key: str, value: object, indent: str, list_items: int = 6) -> li
         value = ", ".join(str(v) for v in value)
     width = max(1, 17 - len(indent))
     return [f"{indent}{key:{width}s} {value}"]
-
-
-def _time_ranges(store, video_id: str) -> dict[str, list[float]]:
-    """``{array: [first, last]}`` step times in seconds of one video's arrays
-    (``features`` and ``spatial_grid`` share the snippet times; ``levels/<name>`` have their own)."""
-    import h5py
-
-    from tadkit.errors import InputError
-
-    path = store.path_of(video_id)
-    out: dict[str, list[float]] = {}
-    try:
-        with h5py.File(path, "r") as f:
-            times = f["times"]
-            if len(times):
-                span = [float(times[0]), float(times[-1])]
-                out["features"] = span
-                if "spatial_grid" in f:
-                    out["spatial_grid"] = span
-            for key in f.get("levels", {}):
-                g = f["levels"][key]
-                t = g["times"]
-                if len(t):
-                    out[f"levels/{g.attrs['name']}"] = [float(t[0]), float(t[-1])]
-    except (OSError, KeyError) as exc:
-        raise InputError(path, f"unreadable video features ({exc})") from None
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

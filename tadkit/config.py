@@ -7,24 +7,38 @@ every key and type on the way:
 >>> cfg = load_config(TrainConfig, "configs/mltpn/thumos14.yaml",
 ...                   overrides=["optim.lr=0.01", "epochs=20"])
 
-Unknown keys, wrong types and malformed overrides raise
+Unknown keys, wrong types, values out of range and malformed overrides raise
 :class:`tadkit.errors.ConfigError` naming the offending key (and the file).
 Override values are parsed as YAML scalars/lists (``lr=1e-3``,
 ``milestones=[10,20]``, ``name=null``). :func:`save_config` writes the
 resolved config so every run can be reproduced from its output directory.
+
+Ranges. A config class declares the allowed range of its numeric keys with
+:func:`config_ranges` (interval notation; list values are checked element by
+element, mapping values one by one)::
+
+    @config_ranges(epochs="[1, inf)", lr="(0, inf)", overlap="[0, 1)")
+    @dataclass
+    class Train: ...
+
+and every float value must be finite unless its range closes at ``inf``. A
+value outside gives ``key 'train.epochs' must be >= 1, got 0``.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, TypeVar, Union
+from typing import Any, Callable, Iterable, Literal, Mapping, TypeVar, Union
 
 import yaml
 
 from tadkit.errors import ConfigError
+from tadkit.files import number_problem, read_text
 
 T = TypeVar("T")
 
@@ -44,6 +58,52 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
     return from_dict(cls, data, source=source)
 
 
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """An interval of allowed values, parsed from ``"[0, 1)"``, ``"(0, inf)"``, ``"[1, inf)"``, ..."""
+
+    low: float
+    high: float
+    low_closed: bool
+    high_closed: bool
+
+    @classmethod
+    def parse(cls, text: str) -> "Interval":
+        m = re.fullmatch(r"\s*([\[(])\s*([^,\s]+)\s*,\s*([^\]\s)]+)\s*([\])])\s*", text)
+        try:
+            low, high = float(m.group(2)), float(m.group(3))  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            raise ValueError(f"not an interval like '[0, 1)': {text!r}") from None
+        return cls(low, high, m.group(1) == "[", m.group(4) == "]")
+
+    def __contains__(self, x: float) -> bool:
+        above = x >= self.low if self.low_closed else x > self.low
+        below = x <= self.high if self.high_closed else x < self.high
+        return bool(above and below)
+
+    def describe(self) -> str:
+        """``>= 1``, ``> 0`` or ``in [0, 1)``."""
+        lo, hi = f"{self.low:g}", f"{self.high:g}"
+        if self.high == math.inf and not self.high_closed:
+            return (">= " if self.low_closed else "> ") + lo
+        return f"in {'[' if self.low_closed else '('}{lo}, {hi}{']' if self.high_closed else ')'}"
+
+
+def config_ranges(**intervals: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator declaring the allowed ranges of a config dataclass's keys (see the module docstring)."""
+    parsed = {key: Interval.parse(text) for key, text in intervals.items()}
+
+    def declare(cls: type[T]) -> type[T]:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(parsed) - names)
+        if unknown:
+            raise TypeError(f"config_ranges on {cls.__name__}: no such field(s) {unknown}")
+        cls.__config_ranges__ = {**getattr(cls, "__config_ranges__", {}), **parsed}  # type: ignore[attr-defined]
+        return cls
+
+    return declare
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """Split ``"a.b=value"`` into ``("a.b", parsed value)``."""
     if "=" not in item:
@@ -56,6 +116,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {key}: cannot parse value {raw!r} ({exc})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"override {key}: cannot parse the value ({number_problem(exc)})") from None
     return key, value
 
 
@@ -69,9 +131,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config", _pr
     if unknown:
         key = _prefix + str(unknown[0])
         raise ConfigError(f"{source}: unknown key {key!r} (valid keys here: {', '.join(sorted(fields))})")
+    ranges: Mapping[str, Interval] = getattr(cls, "__config_ranges__", {})
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{_prefix}{name}", source)
+        _check_range(kwargs[name], ranges.get(name), f"{_prefix}{name}", source)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field without default was not given
@@ -102,10 +166,15 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: invalid YAML ({number_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -194,6 +263,23 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             return value
         raise fail()
     return value
+
+
+def _check_range(value: Any, interval: Interval | None, key: str, source: str) -> None:
+    """``ConfigError`` if a number (or a list's element, a mapping's value) is outside ``interval``,
+    or a float is not finite."""
+    if isinstance(value, Mapping):
+        items: list[tuple[Any, Any]] = list(value.items())
+    else:
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+    for i, x in items:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            continue
+        name = key if i is None else f"{key}[{i}]"
+        if interval is not None and x not in interval:
+            raise ConfigError(f"{source}: key {name!r} must be {interval.describe()}, got {x!r}")
+        if isinstance(x, float) and not math.isfinite(x) and not (interval and interval.high_closed):
+            raise ConfigError(f"{source}: key {name!r} must be a finite number, got {x!r}")
 
 
 def _raise(exc: Exception) -> Any:

@@ -27,6 +27,18 @@ class InputError(TadkitError):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
+class OutputError(TadkitError):
+    """A file tadkit writes cannot be written (no space left, no permission, ...).
+
+    The message names the file; nothing half-written is left behind.
+    """
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
 class ConfigError(TadkitError):
     """A configuration key is unknown, missing or has the wrong type."""
 

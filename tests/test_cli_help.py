@@ -22,7 +22,7 @@ from tadkit.threads import DEFAULT_THREADS, apply_threads, resolve_threads
 REPO = Path(__file__).resolve().parents[1]
 #: Commands that compute (and so take --threads).
 COMPUTE = {"extract", "evaluate", "demo", "detect train", "detect infer", "detect classify",
-           "detect postprocess", "data synth-features", "data synth-videos", "data import-features"}
+           "detect classify-ensemble", "detect postprocess", "data synth-features", "data synth-videos", "data import-features"}
 
 
 def _commands() -> dict[str, click.Command]:

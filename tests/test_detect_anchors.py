@@ -1,4 +1,4 @@
-"""Anchors of BSN / BMN-style proposal maps and their labels (``tadkit.detect.layers.anchors``)."""
+"""Anchors of BSN / BMN-style proposal maps (``tadkit.detect.layers.anchors``) and the boundary labels MENet reads."""
 from __future__ import annotations
 
 import math
@@ -8,12 +8,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tadkit.detect.layers.anchors import (anchor_map, apply_offsets, boundary_labels, match_anchors,
-                                          offset_targets)
+from tadkit.detect.layers.anchors import anchor_map, apply_offsets, match_anchors, offset_targets
+from tadkit.detect.layers.proposal_map import boundary_labels
+
+
+def start_end_labels(segments: torch.Tensor, length: int, radius: float = 1.5):
+    """MENet's use: start and end labels of ``segments (N, 2)`` in regions ``± radius`` cells."""
+    return (boundary_labels(segments[:, 0], length, 2 * radius), boundary_labels(segments[:, 1], length, 2 * radius))
 
 
 def test_boundary_labels_are_the_cell_overlap_with_the_region_around_each_boundary():
-    start, end = boundary_labels(torch.tensor([[10.25, 20.0]]), 24, radius=1.5)
+    start, end = start_end_labels(torch.tensor([[10.25, 20.0]]), 24, radius=1.5)
     # start region [8.75, 11.75]: cell 9 = [8.5, 9.5] overlaps 0.75, cells 10-11 fully, cell 12 by 0.25
     want = np.zeros(24)
     want[[9, 10, 11, 12]] = [0.75, 1.0, 1.0, 0.25]
@@ -22,9 +27,9 @@ def test_boundary_labels_are_the_cell_overlap_with_the_region_around_each_bounda
     want[[19, 20, 21]] = 1.0
     np.testing.assert_allclose(end.numpy(), want, atol=1e-6)
     # regions [2.5, 3.5] and [3.1, 4.1]: cell 3 = max(1, 0.4), cell 4 = 0.6
-    two, _ = boundary_labels(torch.tensor([[3.0, 6.0], [3.6, 9.0]]), 10, radius=0.5)
+    two, _ = start_end_labels(torch.tensor([[3.0, 6.0], [3.6, 9.0]]), 10, radius=0.5)
     np.testing.assert_allclose(two.numpy(), [0, 0, 0, 1.0, 0.6, 0, 0, 0, 0, 0], atol=1e-6)
-    none_s, none_e = boundary_labels(torch.zeros(0, 2), 5)
+    none_s, none_e = start_end_labels(torch.zeros(0, 2), 5)
     assert not none_s.any() and not none_e.any()
 
 
@@ -59,7 +64,7 @@ def test_offsets_invert_each_other(a, da, b, db):
 
 def test_boundary_labels_never_exceed_one_and_cover_every_boundary_cell():
     segs = torch.tensor([[0.0, 3.0], [2.2, 7.9], [7.5, 9.0]])
-    start, end = boundary_labels(segs, 10, radius=1.5)
+    start, end = start_end_labels(segs, 10, radius=1.5)
     assert float(start.max()) <= 1.0 and float(end.max()) <= 1.0
     for t in (0, 2, 7):                                       # the cell holding a start is fully in its region
         assert start[t] == 1.0

@@ -184,6 +184,28 @@ def test_evaluate_imports_no_pandas():
     assert out.stdout.strip() == "False"
 
 
+def test_an_evaluate_run_imports_nothing_heavy(tmp_path):
+    # the whole CLI run (both tasks, --json) stays clear of the heavy libraries: they would
+    # cost more CPU than the evaluation itself
+    import subprocess
+
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"database": {"v": {"subset": "validation", "annotations": [
+        {"segment": [1, 4], "label": "A"}]}}}))
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"results": {"v": [{"segment": [1, 4], "label": "A", "score": 1}]}}))
+    code = ("import sys\nfrom tadkit.cli import main\n"
+            "for task in ('detection', 'proposal'):\n"
+            f"    sys.argv = ['tadkit', 'evaluate', '--gt', {str(gt)!r}, '--pred', {str(pred)!r}, "
+            f"'--task', task, '--json', {str(tmp_path / 'r.json')!r}]\n"
+            "    try:\n        main()\n    except SystemExit as exc:\n        assert not exc.code\n"
+            "heavy = ('pandas', 'torch', 'scipy', 'matplotlib', 'h5py', 'cv2', 'decord', 'av', 'yaml')\n"
+            "print([m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert json.loads((tmp_path / "r.json").read_text())["task"] == "proposal"
+
+
 def test_timeline_colours_are_stable_per_class():
     from tadkit.evaluate.report import plot_detection_timeline
 

@@ -66,7 +66,7 @@ from torch.utils.data import Dataset
 
 from tadkit.data.annotations import Annotations
 from tadkit.data.batches import Batch, LevelInput, PadCollate, Sample, collate
-from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
+from tadkit.data.features import FeatureStore, FeatureWarning, Provenance, VideoFeatures
 from tadkit.data.sources import FeatureSource, resample_at
 from tadkit.errors import InputError
 from tadkit.timeline import TimeAxis, resize_features, segments_to_grid
@@ -89,13 +89,16 @@ class DatasetReport:
 
     ``missing_features``: annotated videos (of the selected subsets) with no
     features; ``unannotated``: videos in the store that the annotations do
-    not list at all; ``hint``: a likely cause (e.g. a ``v_`` prefix mismatch).
+    not list at all; ``unreadable``: videos skipped because their file fails
+    its check (video -> reason); ``hint``: a likely cause (e.g. a ``v_``
+    prefix mismatch).
     """
 
     videos: list[str] = field(default_factory=list)
     missing_features: list[str] = field(default_factory=list)
     unannotated: list[str] = field(default_factory=list)
     hint: str = ""
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def messages(self, examples: int = 3) -> list[str]:
         out = []
@@ -164,7 +167,7 @@ class FeatureDataset(Dataset):
         if videos is not None:
             wanted = set(videos)
             self.report.videos = [v for v in self.report.videos if v in wanted]
-        if grid and self.report.videos and not self.source.has_grid(self.report.videos[0]):
+        if grid and self.report.videos and not self.source.has_grid(self.source.first_readable(self.report.videos)):
             raise InputError(self.store.root, "these features have no spatial grid; extract them with "
                              "--spatial-grid G (or use a head setting without grids)")
         if warn and (self.report.missing_features or self.report.unannotated):
@@ -346,9 +349,16 @@ class WindowDataset(FeatureDataset):
         self.hop = int(stride) if stride is not None else max(1, int(round(window * (1.0 - overlap))))
         self.windows: list[tuple[str, int, int]] = []  # video, offset, length
         self._axes: dict[str, TimeAxis] = {}
-        for vid in self.report.videos:
-            t = self.source.num_snippets(vid)
-            head = self.store.read(vid, rows=slice(0, 2), extras=False)
+        for vid in list(self.report.videos):
+            try:
+                self.source.check(vid)  # its file in every store
+                t = self.source.num_snippets(vid)
+                head = self.store.read(vid, rows=slice(0, 2), extras=False)
+            except InputError as exc:  # skip it, as the other modes do when reading
+                self.report.unreadable[vid] = exc.problem
+                self.report.videos.remove(vid)
+                warnings.warn(f"skipping unreadable video {vid}: {exc}", FeatureWarning, stacklevel=2)
+                continue
             axis = TimeAxis(_axis_of(head).origin, _axis_of(head).step, t)
             self._axes[vid] = axis
             segs, _ = self._ground_truth(vid)

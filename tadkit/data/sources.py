@@ -197,10 +197,10 @@ class FeatureSource:
         return sum(len(c) for c in self._stream_cols)
 
     def level_dims(self, video_id: str | None = None) -> list[int]:
-        """Channels of each requested level (read from ``video_id``'s file, default the first video)."""
+        """Channels of each requested level (read from ``video_id``'s files, default the first readable video)."""
         if not self.level_names:
             return []
-        vid = video_id or self.video_ids()[0]
+        vid = video_id or self.first_readable()
         shapes = [s.meta(vid)["shapes"] for s in self.stores]
         stored = [{k[len("levels/"):] for k in sh if k.startswith("levels/")} for sh in shapes]
         return [sum(int(shapes[i][f"levels/{n}"][1]) for i, n in self._level_parts(name, stored))
@@ -229,6 +229,27 @@ class FeatureSource:
 
     def __contains__(self, video_id: object) -> bool:
         return all(video_id in s for s in self.stores)
+
+    def check(self, video_id: str) -> None:
+        """:class:`InputError` when ``video_id``'s file fails its check in any store (see ``FeatureStore.meta``)."""
+        for s in self.stores:
+            s.meta(video_id)
+
+    def first_readable(self, video_ids: Sequence[str] | None = None) -> str:
+        """The first of ``video_ids`` (default: all) whose files pass their checks in every store.
+
+        :class:`InputError` when there is none (naming the first failure).
+        """
+        ids = self.video_ids() if video_ids is None else list(video_ids)
+        first_problem = None
+        for vid in ids:
+            try:
+                self.check(vid)
+                return vid
+            except InputError as exc:
+                first_problem = first_problem or exc
+        detail = f" (e.g. {first_problem})" if first_problem is not None else ""
+        raise InputError(self.root, f"none of the {len(ids)} videos has a readable feature file{detail}")
 
     def num_snippets(self, video_id: str) -> int:
         return int(self.store.meta(video_id)["shapes"]["features"][0])

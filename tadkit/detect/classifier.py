@@ -39,6 +39,9 @@ from tadkit.detect.runs import CLASSIFIER_FILE, RUN_FILE, write_json
 from tadkit.errors import InputError, ProvenanceError
 from tadkit.files import read_json
 
+#: ``run.json`` kinds: one classifier, or a learned ensemble of classifier runs
+KINDS = ("classifier", "classifier-ensemble")
+
 
 @dataclass
 class VideoClassifier:
@@ -88,31 +91,52 @@ def classifier_run_scores(runs: Sequence[str | os.PathLike], store: Any, video_i
     """Mean class probabilities of several classifier runs for ``video_ids``, in ``class_names`` order.
 
     Every run must have been trained on features with ``store``'s provenance
-    and score every class of ``class_names``. Returns ``({video: [C]},
-    {unreadable video: reason})``.
+    and score every class of ``class_names``; a run may be a learned ensemble
+    of classifier runs (``detect classify-ensemble``). Returns ``({video:
+    [C]}, {unreadable video: reason})``.
     """
-    from tadkit.data.features import Provenance
-
     pooled, failed = read_pooled(store, video_ids)
     names = list(pooled)
+    x = np.stack([pooled[v] for v in names]) if names else np.zeros((0, 0))
     total = np.zeros((len(names), len(class_names)))
     for run in runs:
-        run = Path(run)
-        if not (run / RUN_FILE).is_file() or not (run / CLASSIFIER_FILE).is_file():
-            raise InputError(run, f"not a classifier run (no {RUN_FILE} / {CLASSIFIER_FILE}); make one with "
-                             "`tadkit detect classify --out DIR`")
-        meta = read_json(run / RUN_FILE)
+        total += run_probabilities(run, store, x, class_names)
+    return {v: total[i] / max(1, len(runs)) for i, v in enumerate(names)}, failed
+
+
+def run_probabilities(run: str | os.PathLike, store: Any, pooled: np.ndarray,
+                      class_names: Sequence[str]) -> np.ndarray:
+    """``[V, C]`` class probabilities of one classifier run (or ensemble run) for ``pooled [V, 2C']`` features."""
+    run = Path(run)
+    meta = read_classifier_run(run, store)
+    if meta.get("kind") == KINDS[1]:
+        from tadkit.detect.classifier_ensemble import ensemble_run_probabilities
+
+        return ensemble_run_probabilities(meta, store, pooled, class_names)
+    clf = VideoClassifier.load(run / CLASSIFIER_FILE)
+    position = {c: i for i, c in enumerate(clf.classes)}
+    missing = [c for c in class_names if c not in position]
+    if missing:
+        raise InputError(run, f"the classifier does not score classes {missing[:5]}")
+    if not len(pooled):
+        return np.zeros((0, len(class_names)))
+    return clf.scores(pooled)[:, [position[c] for c in class_names]]
+
+
+def read_classifier_run(run: Path, store: Any = None) -> dict[str, Any]:
+    """``run.json`` of a classifier run or classifier-ensemble run; checks its features' provenance against ``store``."""
+    from tadkit.data.features import Provenance
+
+    meta = read_json(run / RUN_FILE) if (run / RUN_FILE).is_file() else {}
+    kind = meta.get("kind")
+    if kind not in KINDS or (kind == KINDS[0] and not (run / CLASSIFIER_FILE).is_file()):
+        raise InputError(run, f"not a classifier run (no {RUN_FILE} / {CLASSIFIER_FILE}); make one with "
+                         "`tadkit detect classify --out DIR`")
+    if store is not None:
         problems = store.provenance.mismatches(Provenance.from_dict(meta["provenance"]))
         if problems:
             raise ProvenanceError(f"{run}: the classifier was trained on other features: " + "; ".join(problems))
-        clf = VideoClassifier.load(run / CLASSIFIER_FILE)
-        position = {c: i for i, c in enumerate(clf.classes)}
-        missing = [c for c in class_names if c not in position]
-        if missing:
-            raise InputError(run, f"the classifier does not score classes {missing[:5]}")
-        if names:
-            total += clf.scores(np.stack([pooled[v] for v in names]))[:, [position[c] for c in class_names]]
-    return {v: total[i] / max(1, len(runs)) for i, v in enumerate(names)}, failed
+    return meta
 
 
 def pool_features(features: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@
     tadkit detect classify --features feats/ --annotations anet.json --train-subset training \\
         --subset validation --out cls_scores.json      (video-level scores for classifier fusion;
                                                         --out DIR writes a classifier run)
+    tadkit detect classify-ensemble --classifier-run runs/cls_1 --classifier-run runs/cls_2 --out runs/cls
+                                                       (learned weights on the runs' held-out videos)
 
 Distributed: ``torchrun --nproc-per-node N -m tadkit detect train|infer ...``.
 """
@@ -52,9 +54,12 @@ detect.add_command(config_cmd)  # tadkit detect config: every config key (tadkit
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: the config's train.device, auto].")
 @click.option("--from-run", "from_run", multiple=True, type=click.Path(file_okay=False),
               help="Chained run: the head reads this run's proposals of every video (repeat for an ensemble).")
+@click.option("--allow-provenance-mismatch", is_flag=True,
+              help="With --resume: use features made differently from the run's (weights, recipe, ...) anyway.")
 @threads_option
 def train(config_path: str | None, features: Sequence[str], annotations: str, out: str,
-          overrides: Sequence[str], resume: bool, device: str | None, from_run: Sequence[str]) -> None:
+          overrides: Sequence[str], resume: bool, device: str | None, from_run: Sequence[str],
+          allow_provenance_mismatch: bool) -> None:
     """Train the configured head; writes config, logs and checkpoints to --out."""
     from tadkit.detect.config import DetectConfig
     from tadkit.detect.config_reference import train_overrides
@@ -63,7 +68,7 @@ def train(config_path: str | None, features: Sequence[str], annotations: str, ou
     cfg = load_config(DetectConfig, config_path, train_overrides(overrides, device))
     with _warnings_as_lines():
         summary = run_train(cfg, list(features), annotations, out, resume=resume, echo=click.echo,
-                            from_run=list(from_run) or None)
+                            from_run=list(from_run) or None, allow_provenance_mismatch=allow_provenance_mismatch)
     if summary["rank"] == 0:
         click.echo(f"trained {summary['epochs']} epochs ({summary['seconds_per_epoch']:.2f} s/epoch); "
                    f"run in {summary['run']}")
@@ -100,11 +105,13 @@ def train(config_path: str | None, features: Sequence[str], annotations: str, ou
               help="Override a post-processing key, e.g. --set sigma=0.7 or --set postprocess.sigma=0.7 "
                    "(repeatable).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--allow-provenance-mismatch", is_flag=True,
+              help="Use features made differently from the training features (weights, recipe, ...) anyway.")
 @threads_option
 def infer(runs: Sequence[str], features: Sequence[str], out: str | None, proposals: str | None,
           subset: str | None, annotations: str | None, checkpoint: str, fuse: str, weights: str | None,
           classifier: str | None, classifier_runs: Sequence[str], from_run: Sequence[str], raw: str | None,
-          batch_size: int | None, overrides: Sequence[str], device: str) -> None:
+          batch_size: int | None, overrides: Sequence[str], device: str, allow_provenance_mismatch: bool) -> None:
     """Detect actions (or propose segments) with one run or an ensemble; writes the official JSON."""
     from tadkit.detect.engine import infer as run_infer
     from tadkit.detect.engine import load_run
@@ -122,7 +129,8 @@ def infer(runs: Sequence[str], features: Sequence[str], out: str | None, proposa
         run_infer(list(runs), list(features) or None, out, subset=subset, annotations=annotations,
                   checkpoint=checkpoint, raw=raw, postprocess=pp, device=device, echo=click.echo, fuse=fuse,
                   weights=w, proposals=proposals, classifier=classifier, classifier_runs=list(classifier_runs),
-                  batch_size=batch_size, from_run=list(from_run) or None)
+                  batch_size=batch_size, from_run=list(from_run) or None,
+                  allow_provenance_mismatch=allow_provenance_mismatch)
 
 
 @detect.command()
@@ -161,25 +169,39 @@ def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str
               help="Class-scores JSON (CUHK format) when it ends in .json, else a classifier run directory "
                    "for `detect infer --classifier-run` (with DIR/scores.json when --subset is given).")
 @click.option("--steps", default=500, show_default=True, help="Full-batch Adam steps.")
+@click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
+@click.option("--weight-decay", default=1e-4, show_default=True, help="Adam weight decay.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the classifier's initialisation.")
+@click.option("--holdout-fraction", default=0.0, show_default=True,
+              help="Keep this share of the --train-subset videos out of training (the same videos for every "
+                   "run with the same fraction), for `detect classify-ensemble`.")
 @threads_option
 def classify(features: str, annotations: str, train_subset: str, subset: str | None, out: str,
-             steps: int, seed: int) -> None:
+             steps: int, lr: float, weight_decay: float, seed: int, holdout_fraction: float) -> None:
     """Train a video-level classifier and write per-video class scores (or a classifier run) for fusion."""
     from pathlib import Path
 
     from tadkit.data.annotations import load_annotations
     from tadkit.data.features import FeatureStore
     from tadkit.detect.classifier import read_pooled, save_classifier_run, train_video_classifier, write_scores
+    from tadkit.detect.training import split_holdout
+    from tadkit.errors import ConfigError
 
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ConfigError(f"--holdout-fraction must lie in [0, 1), got {holdout_fraction}")
     as_run = not out.lower().endswith(".json")
     with _warnings_as_lines():
         store = FeatureStore.open(features)
         ann = load_annotations(annotations)
-        clf, failed = train_video_classifier(store, ann.subset(train_subset), steps=steps, seed=seed)
+        train_ann = ann.subset(train_subset)
+        train_ids, held = split_holdout([v for v in train_ann.video_ids() if v in store], holdout_fraction, 0)
+        clf, failed = train_video_classifier(store, train_ann.select(train_ids), steps=steps, lr=lr,
+                                             weight_decay=weight_decay, seed=seed)
         if as_run:
             save_classifier_run(out, clf, store, {"annotations": str(Path(annotations).resolve()),
-                                                  "train_subset": train_subset, "steps": steps, "seed": seed})
+                                                  "train_subset": train_subset, "steps": steps, "lr": lr,
+                                                  "weight_decay": weight_decay, "seed": seed,
+                                                  "holdout_videos": held})
         names: list[str] = []
         if subset is not None or not as_run:
             ids = store.video_ids() if subset is None else [v for v in ann.subset(subset).video_ids() if v in store]
@@ -195,6 +217,42 @@ def classify(features: str, annotations: str, train_subset: str, subset: str | N
         click.echo(f"wrote class scores of {plural(len(names), 'video')} to {out}")
     for vid, reason in list(failed.items())[:10]:
         click.echo(f"warning: skipped unreadable video {vid}: {reason}", err=True)
+
+
+@detect.command("classify-ensemble")
+@click.option("--classifier-run", "runs", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="A classifier run trained with --holdout-fraction (repeat: the ensemble's members).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Ensemble run directory to write (use it as `detect infer --classifier-run`).")
+@click.option("--features", default=None, type=click.Path(), help="Feature store [default: the first run's].")
+@click.option("--annotations", default=None, type=click.Path(),
+              help="Labels of the held-out videos [default: the first run's annotations].")
+@click.option("--steps", default=300, show_default=True, help="Full-batch Adam steps fitting the weights.")
+@threads_option
+def classify_ensemble(runs: Sequence[str], out: str, features: str | None, annotations: str | None,
+                      steps: int) -> None:
+    """Learn one weight per classifier run on the videos they all held out (HACS-2020 ensemble)."""
+    from pathlib import Path
+
+    from tadkit.data.annotations import load_annotations
+    from tadkit.data.features import FeatureStore
+    from tadkit.detect.classifier import read_classifier_run
+    from tadkit.detect.classifier_ensemble import fit_classifier_ensemble, save_ensemble_run
+
+    first = read_classifier_run(Path(runs[0]))
+    with _warnings_as_lines():
+        store = FeatureStore.open(features or first["features"])
+        ann = load_annotations(annotations or first["annotations"])
+        weights, report = fit_classifier_ensemble(runs, store, ann, steps=steps)
+        save_ensemble_run(out, runs, weights, {"features": str(Path(store.root).resolve()),
+                                               "annotations": str(Path(annotations or first["annotations"]).resolve()),
+                                               "steps": steps, "holdout_videos": report["videos"],
+                                               "member_top1": report["member_top1"],
+                                               "ensemble_top1": report["ensemble_top1"]})
+    n = len(report["videos"])
+    for run, w, acc in zip(runs, weights, report["member_top1"]):
+        click.echo(f"{run}: weight {w:.3f}, top-1 {100 * acc:.1f}% on {plural(n, 'held-out video')}")
+    click.echo(f"wrote classifier ensemble {out}: top-1 {100 * report['ensemble_top1']:.1f}%")
 
 
 @contextlib.contextmanager

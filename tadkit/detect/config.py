@@ -6,14 +6,24 @@ post-processing. ``configs/<head>/<dataset>.yaml`` holds the papers' settings;
 every key can be changed from the command line with ``--set a.b=value``.
 
 Units: lengths in the data section are snippet-grid cells; learning-rate
-schedule positions are epochs.
+schedule positions are epochs. ``@config_ranges`` declares each numeric key's
+allowed range (checked when a config is loaded).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from tadkit.config import config_ranges
 
+
+@config_ranges(embed_dim="[1, inf)", transform_k1="[1, inf)", transform_k2="[1, inf)",
+               thm_channels="[1, inf)", thm_out_channels="[1, inf)", num_thms="[1, inf)",
+               num_scales="[1, inf)", mfm_reduction="[1, inf)", head_squeeze="[1, inf)",
+               num_anchors="[1, inf)", anchor_ratios="(0, inf)", anchor_min_ratio="(0, inf)",
+               anchor_max_ratio="(0, inf)", anchor_base="(0, inf)", pos_iou="(0, 1]",
+               neg_pos_ratio="[0, inf)", cls_weight="[0, inf)", conf_weight="[0, inf)",
+               reg_weight="[0, inf)", dropout="[0, 1)")
 @dataclass
 class MLTPNConfig:
     """Settings of the MLTPN head (Wang et al.; ``tadkit/detect/heads/mltpn.py``).
@@ -58,6 +68,13 @@ class MLTPNConfig:
                              f"{self.num_anchors}")
 
 
+@config_ranges(dim="[1, inf)", num_levels="[1, inf)", first_stride="[1, inf)", grid_size="[0, inf)",
+               grid_dim="[0, inf)", patch_size="[1, inf)", stt_dim="[1, inf)", stt_spatial_layers="[0, inf)",
+               stt_temporal_layers="[0, inf)", fsa_dim="[1, inf)", fsa_layers="[0, inf)",
+               num_heads="[1, inf)", mlp_ratio="(0, inf)", tower_layers="[1, inf)", boundary_dim="[1, inf)",
+               bp_inner="[0, inf)", bp_outer="[0, inf)", refine_iou="[0, 1)", alpha="[0, inf)",
+               beta="[0, inf)", focal_alpha="[0, 1]", focal_gamma="[0, inf)", prior_prob="(0, 1)",
+               dropout="[0, 1)")
 @dataclass
 class TALMTSConfig:
     """Settings of the TAL-MTS head (Gao et al.; ``tadkit/detect/heads/talmts.py``).
@@ -119,6 +136,122 @@ class TALMTSConfig:
             raise ValueError("refine_iou must lie in [0, 1)")
 
 
+@config_ranges(hidden_1d="[1, inf)", hidden_2d="[1, inf)", hidden_3d="[1, inf)", conv_groups="[1, inf)",
+               lstm_layers="[0, inf)", max_duration="[0, inf)", num_samples="[1, inf)", samples_per_bin="[1, inf)",
+               context="[0, inf)", boundary_width="(0, inf)", cls_iou="(0, 1)", reg_high="[0, 1)",
+               reg_low="[0, 1)", reg_weight="[0, inf)", peak_threshold="[0, 1]")
+@dataclass
+class BMNConfig:
+    """Settings of the BMN head (Lin et al.; HACS-2020 variant; ``tadkit/detect/heads/bmn.py``).
+
+    Widths: ``hidden_1d`` (base module, TEM, PEM's 1-D conv), ``hidden_3d``
+    (the BM layer's fused ``(N, 1, 1)`` convolution), ``hidden_2d`` (the map
+    convolutions); ``conv_groups`` groups the base / TEM convolutions.
+    ``lstm_layers`` Bi-LSTM layers in the base module (HACS-2020: 0, 1, 2).
+    Map: ``max_duration`` rows ``D`` (0: the sample length ``T``; entry ``[d,
+    s]`` is the proposal ``[s, s + d]`` in grid units), BM sampling
+    ``num_samples`` bins of ``samples_per_bin`` points over the proposal
+    widened by ``context`` × its length on each side. Labels: boundary regions
+    ``boundary_width`` cells wide; PEM classification positives have IoU >
+    ``cls_iou``; PEM regression samples IoU > ``reg_high`` entries and as
+    many of (``reg_low``, ``reg_high``] and [0, ``reg_low``].
+    ``L = L_tem + reg_weight · L_reg + L_cls``. Proposals: boundary peaks
+    (local maxima or above ``peak_threshold`` × the maximum; ``include_ends``
+    admits the first / last cell), score ``p_s p_e p_c p_r`` (``score:
+    product``) or ``p_s p_e sqrt(p_c p_r)`` (``score: sqrt``).
+    """
+
+    hidden_1d: int = 256
+    hidden_2d: int = 128
+    hidden_3d: int = 512
+    conv_groups: int = 4
+    lstm_layers: int = 0
+    max_duration: int = 0
+    num_samples: int = 32
+    samples_per_bin: int = 3
+    context: float = 0.5
+    boundary_width: float = 3.0
+    cls_iou: float = 0.9
+    reg_high: float = 0.7
+    reg_low: float = 0.3
+    reg_weight: float = 10.0
+    peak_threshold: float = 0.5
+    include_ends: bool = False
+    score: Literal["product", "sqrt"] = "product"
+
+    def __post_init__(self) -> None:
+        if self.lstm_layers < 0 or self.max_duration < 0:
+            raise ValueError("lstm_layers and max_duration must be non-negative")
+        if self.hidden_1d % self.conv_groups:
+            raise ValueError(f"hidden_1d={self.hidden_1d} is not divisible by conv_groups={self.conv_groups}")
+        if self.lstm_layers and self.hidden_1d % 2:
+            raise ValueError(f"a Bi-LSTM base module needs an even hidden_1d, got {self.hidden_1d}")
+        if self.num_samples * self.samples_per_bin < 2:
+            raise ValueError("the BM layer needs num_samples × samples_per_bin >= 2")
+        if not 0.0 <= self.reg_low <= self.reg_high < 1.0:
+            raise ValueError("need 0 <= reg_low <= reg_high < 1")
+
+
+@config_ranges(hidden="[1, inf)", stage_ious="(0, 1)", transformer_layers="[1, inf)", num_heads="[1, inf)",
+               mlp_ratio="(0, inf)", bins="[1, inf)", roi_samples="[1, inf)", roi_context="[0, inf)",
+               fc_dim="[1, inf)", train_proposals="[0, inf)", iou_weight="[0, inf)", reg_weight="[0, inf)",
+               action_weight="[0, inf)", dropout="[0, 1)")
+@dataclass
+class RefineConfig:
+    """Settings of the HACS-2020 cascade Refine Network (``tadkit/detect/heads/refine.py``).
+
+    ``len(stage_ious)`` refine modules (the paper: 3 with positive IoU 0.5,
+    0.6, 0.7), each over the video features with ``hidden`` channels.
+    Ablation switches: ``action_score`` (supervised per-cell actionness),
+    ``transformer`` (global encoder of ``transformer_layers`` layers,
+    ``num_heads`` heads, before RoI Align), ``lstm`` (Bi-LSTM over the RoI
+    bins), ``non_local`` (a non-local block over the RoI bins). RoI Align
+    reads ``bins`` bins (``roi_samples`` points each) over the proposal
+    widened by ``roi_context`` × its length on each side; training draws
+    ``train_proposals`` of each video's proposals at random every step (0:
+    all of them). Loss per module:
+    ``iou_weight`` · BCE(IoU) + ``reg_weight`` · Smooth-L1(offsets of the
+    positives) + ``action_weight`` · balanced BCE(actionness). Scores:
+    ``iou`` (the last module's IoU) or ``product`` (× the input proposal's
+    score).
+    """
+
+    hidden: int = 256
+    stage_ious: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7])
+    action_score: bool = True
+    transformer: bool = True
+    transformer_layers: int = 1
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    lstm: bool = True
+    non_local: bool = True
+    bins: int = 16
+    roi_samples: int = 2
+    roi_context: float = 0.25
+    fc_dim: int = 256
+    train_proposals: int = 0
+    iou_weight: float = 1.0
+    reg_weight: float = 1.0
+    action_weight: float = 1.0
+    score: Literal["iou", "product"] = "iou"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.stage_ious or any(not 0.0 < v < 1.0 for v in self.stage_ious):
+            raise ValueError(f"stage_ious must list IoU thresholds in (0, 1), got {self.stage_ious}")
+        if self.transformer and self.hidden % self.num_heads:
+            raise ValueError(f"hidden={self.hidden} is not divisible by num_heads={self.num_heads}")
+        if self.lstm and self.hidden % 2:
+            raise ValueError(f"the RoI Bi-LSTM needs an even hidden, got {self.hidden}")
+        if self.bins < 1 or self.roi_samples < 1 or self.roi_context < 0:
+            raise ValueError("bins and roi_samples must be >= 1 and roi_context >= 0")
+
+
+@config_ranges(dim="[1, inf)", local_kernel="[1, inf)", num_layers="[1, inf)", single_layer="[-1, inf)",
+               scale_ranges="[0, 1]", sampling_ratios="(0, 1]", generalization_epochs="[0, inf)",
+               max_duration="(0, 1]", align_bins="[1, inf)", align_samples="[1, inf)", align_context="[0, inf)",
+               asp_dim="[1, inf)", boundary_radius="[0, inf)", pos_iou="(0, 1)", lambda_reg="[0, inf)",
+               lambda_offset="[0, inf)", peak_threshold="[0, 1]", max_candidates="[1, inf)")
 @dataclass
 class MENetConfig:
     """Settings of the MENet head (Zhao, Wang, Zhao; ``tadkit/detect/heads/menet.py``).
@@ -189,6 +322,9 @@ class MENetConfig:
             raise ValueError("max_candidates must be at least 1")
 
 
+@config_ranges(length="[1, inf)", max_length="[1, inf)", train_overlap="[0, 1)", infer_overlap="[0, 1)",
+               min_ioi="[0, 1]", holdout_fraction="[0, 1)", num_workers="[0, inf)", train_stride="[1, inf)",
+               infer_stride="[1, inf)", infer_batch_size="[1, inf)", proposals_topk="[1, inf)")
 @dataclass
 class DataConfig:
     """How videos become samples (see :mod:`tadkit.data.datasets`).
@@ -233,6 +369,7 @@ class DataConfig:
     proposals_topk: int = 100
 
 
+@config_ranges(lr="(0, inf)", momentum="[0, 1)", weight_decay="[0, inf)", betas="[0, 1)", lr_mult="[0, inf)")
 @dataclass
 class OptimConfig:
     """Optimiser. ``no_decay`` lists parameter kinds without weight decay (``norm``,
@@ -248,6 +385,7 @@ class OptimConfig:
     lr_mult: dict[str, float] = field(default_factory=dict)
 
 
+@config_ranges(milestones="[0, inf)", gamma="(0, inf)", warmup_epochs="[0, inf)", min_lr_ratio="[0, 1]")
 @dataclass
 class ScheduleConfig:
     """Per-epoch learning-rate schedule with optional linear warm-up (in epochs)."""
@@ -259,6 +397,9 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.0
 
 
+@config_ranges(epochs="[1, inf)", batch_size="[1, inf)", seed="[0, inf)", grad_clip="[0, inf)",
+               ema_decay="[0, 1)", checkpoint_every="[1, inf)", log_every="[0, inf)", accumulate="[1, inf)",
+               validate_every="[1, inf)", val_tiou="[0, 1]")
 @dataclass
 class TrainConfig:
     """The training loop.
@@ -288,6 +429,9 @@ class TrainConfig:
     val_tiou: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
 
 
+@config_ranges(iou_threshold="[0, 1]", sigma="(0, inf)", min_score="[0, 1]", pre_nms_topk="[1, inf)",
+               max_per_video="[1, inf)", voting_iou="[0, 1]", fusion_topk="[1, inf)", raw_topk="[0, inf)",
+               raw_min_score="[0, 1]")
 @dataclass
 class PostprocessConfig:
     """Post-processing (``tadkit.detect.postprocess``); written into every predictions file.
@@ -325,6 +469,8 @@ class DetectConfig:
     mltpn: MLTPNConfig = field(default_factory=MLTPNConfig)
     talmts: TALMTSConfig = field(default_factory=TALMTSConfig)
     menet: MENetConfig = field(default_factory=MENetConfig)
+    bmn: BMNConfig = field(default_factory=BMNConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -53,7 +53,8 @@ from tadkit.detect.postprocess import (Detections, detections_to_json, fuse_clas
                                        load_classifier_scores, merge_windows, postprocess_video,
                                        proposals_to_json, save_candidates)
 from tadkit.detect.runs import (NORM_FILE, DistContext, autocast, checkpoint_path, inference_weights,
-                                load_checkpoint, load_run, run_features, run_provenances, write_json)
+                                load_checkpoint, load_run, load_weights, run_features, run_provenances,
+                                write_json)
 from tadkit.errors import ConfigError, InputError, ProvenanceError
 from tadkit.progress import track
 
@@ -70,7 +71,8 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
           proposals: str | os.PathLike | None = None, classifier: str | os.PathLike | None = None,
           classifier_runs: Sequence[str | os.PathLike] = (), batch_size: int | None = None,
           videos: Sequence[str] | None = None,
-          from_run: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+          from_run: Sequence[str | os.PathLike] | None = None,
+          allow_provenance_mismatch: bool = False) -> dict[str, Any]:
     """Detect actions (or propose segments) in every video of ``subset`` (all videos in the store if None).
 
     ``run``: one run directory or several (an ensemble, fused by ``fuse`` with
@@ -80,7 +82,9 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
     run's training annotations (needed for ``subset`` and durations).
     ``batch_size``: samples per forward (default ``data.infer_batch_size``);
     ``videos`` restricts the videos; ``from_run`` replaces a chained run's
-    recorded source run(s). Returns a summary (what was written and the whole
+    recorded source run(s). Features made differently from a run's training
+    features (see ``Provenance.mismatches``) are refused unless
+    ``allow_provenance_mismatch``. Returns a summary (what was written and the whole
     time, post-processing and writing included).
     """
     from tadkit.data.annotations import load_annotations
@@ -96,7 +100,8 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
     weights = _weights(weights, len(runs))
     ctx = DistContext.from_env(device)
     try:
-        members = [load_member(r, features, checkpoint, ctx.device, w) for r, w in zip(runs, weights)]
+        members = [load_member(r, features, checkpoint, ctx.device, w, allow_mismatch=allow_provenance_mismatch)
+                   for r, w in zip(runs, weights)]
         first = members[0]
         pp = postprocess or first.cfg.postprocess
         classes = list(first.meta["classes"])
@@ -228,19 +233,23 @@ class Member:
         return self.meta.get("from_run")
 
 
-def load_member(run: Path, features: Any, checkpoint: str, device: torch.device, weight: float = 1.0) -> Member:
-    """Load run ``run`` over ``features`` (default: the run's own stores), refusing other provenance."""
+def load_member(run: Path, features: Any, checkpoint: str, device: torch.device, weight: float = 1.0, *,
+                allow_mismatch: bool = False) -> Member:
+    """Load run ``run`` over ``features`` (default: the run's own stores), refusing other provenance
+    (only warning with ``allow_mismatch``)."""
     cfg, meta = load_run(run)
     if meta.get("kind", "detection") != "detection":
         raise InputError(run, f"a {meta.get('kind')} run, not a detection run")
-    stores = open_stores(features if features else run_features(meta), expect=run_provenances(meta))
+    stores = open_stores(features if features else run_features(meta), expect=run_provenances(meta),
+                         allow_mismatch=allow_mismatch)
     norm = Normalization.load(run / NORM_FILE) if meta.get("normalization") else None
     source = make_source(cfg, stores, norm)
     info = InputInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["input_info"].items()}) \
         if "input_info" in meta else input_info(source)
     head = build_head(cfg.head, getattr(cfg, cfg.head, None), int(meta["feature_dim"]), len(meta["classes"]),
                       inputs=info)
-    head.load_state_dict(inference_weights(load_checkpoint(checkpoint_path(run, checkpoint))))
+    path = checkpoint_path(run, checkpoint)
+    load_weights(head, inference_weights(load_checkpoint(path)), path)
     head.to(device).eval()
     return Member(run, cfg, meta, head, source, weight)
 
@@ -304,7 +313,7 @@ def predict(members: Sequence[Member], annotations: Any, videos: Sequence[str], 
     if raw:
         topk = max(topk, pp.raw_topk) if topk > 0 and pp.raw_topk > 0 else 0
         min_score = min(min_score, pp.raw_min_score)
-    out = Predicted()
+    out = Predicted(failed={vid: why for d in datasets for vid, why in d.report.unreadable.items()})
     strict_parts, raw_parts = [], []
     device = next(first.head.parameters()).device
     amp = first.cfg.train.amp

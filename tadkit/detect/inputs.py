@@ -24,10 +24,15 @@ from tadkit.detect.heads import DetectionHead, InputInfo
 from tadkit.detect.heads.base import INPUTS
 from tadkit.errors import ConfigError, InputError, ProvenanceError, TadkitError
 
+#: How to go on when a run's features differ from the given ones (the end of the ProvenanceError)
+PROVENANCE_HINT = "extract them with the training settings, or pass --allow-provenance-mismatch to use them anyway"
+
 
 def open_stores(paths: Sequence[str | os.PathLike] | str | os.PathLike,
-                expect: Sequence[Mapping[str, Any]] | None = None) -> list[FeatureStore]:
-    """Open every store; with ``expect`` (recorded provenances) refuse other features."""
+                expect: Sequence[Mapping[str, Any]] | None = None, *,
+                allow_mismatch: bool = False) -> list[FeatureStore]:
+    """Open every store; with ``expect`` (recorded provenances) refuse features made differently
+    (see ``Provenance.mismatches``), or only warn with ``allow_mismatch``."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not paths:
@@ -37,7 +42,8 @@ def open_stores(paths: Sequence[str | os.PathLike] | str | os.PathLike,
                               "(repeat --features once per store, in the training order)")
     from tadkit.data.features import Provenance
 
-    return [FeatureStore.open(p, expect=None if expect is None else Provenance.from_dict(e))
+    return [FeatureStore.open(p, expect=None if expect is None else Provenance.from_dict(e),
+                              allow_mismatch=allow_mismatch, hint=PROVENANCE_HINT)
             for p, e in zip(paths, expect or [None] * len(paths))]
 
 
@@ -50,8 +56,9 @@ def make_source(cfg: DetectConfig, stores: Sequence[FeatureStore],
 
 
 def input_info(source: FeatureSource, video_id: str | None = None) -> InputInfo:
-    """What a head builder may want to know about its inputs."""
-    vid = video_id or source.video_ids()[0]
+    """What a head builder may want to know about its inputs (read from ``video_id``'s files,
+    default the first video whose files pass their checks)."""
+    vid = video_id or source.first_readable()
     grid = source.store.meta(vid)["shapes"].get("spatial_grid")
     return InputInfo(level_names=tuple(source.level_names), level_dims=tuple(source.level_dims(vid)),
                      streams=tuple(source.streams or source.provenance.streams),

@@ -76,6 +76,30 @@ def balanced_bce(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor |
     return total
 
 
+def sampled_l2(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+               high: float = 0.7, low: float = 0.3, generator: torch.Generator | None = None) -> torch.Tensor:
+    """BMN's regression loss on soft targets (IoU maps) with balanced sampling -> a scalar.
+
+    Valid entries are split by target: high (``> high``), medium (``(low,
+    high]``) and low (``<= low``). Every high entry counts; each medium entry
+    is drawn with probability ``n_high / n_medium`` and each low entry with
+    ``n_high / n_low``, so the three groups weigh about the same. The loss is
+    ``½ Σ w (pred − target)² / Σ w`` over the drawn entries ``w``, 0 when
+    nothing is drawn (no high entry). ``pred`` are values (e.g. sigmoid
+    outputs), not logits.
+    """
+    valid = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask.bool()
+    hi = (targets > high) & valid
+    mid = (targets > low) & (targets <= high) & valid
+    lo = (targets <= low) & valid
+    n_hi = hi.sum().to(pred.dtype)
+    draw = torch.rand(targets.shape, generator=generator, device=targets.device, dtype=pred.dtype)
+    keep_mid = mid & (draw < n_hi / mid.sum().clamp(min=1))
+    keep_lo = lo & (draw < n_hi / lo.sum().clamp(min=1))
+    w = (hi | keep_mid | keep_lo).to(pred.dtype)
+    return 0.5 * (w * (pred - targets) ** 2).sum() / w.sum().clamp(min=1)
+
+
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none":
         return loss

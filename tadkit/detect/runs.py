@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import random
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,8 +32,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from tadkit.checkpoints import compare_weights, few, read_checkpoint
 from tadkit.detect.config import DetectConfig
-from tadkit.errors import ConfigError, InputError
+from tadkit.devices import resolve_device
+from tadkit.errors import InputError
 from tadkit.files import read_json
 
 CHECKPOINT_DIR = "checkpoints"
@@ -85,11 +86,27 @@ def checkpoint_path(run: Path, checkpoint: str) -> Path:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A run checkpoint: tensors and plain Python values only (``weights_only``: loading never runs code)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise InputError(path, f"unreadable checkpoint ({' '.join(str(exc).split())[:300]})") from None
+    """A run checkpoint: tensors and plain Python values only (``weights_only``: loading never runs code).
+
+    ``InputError`` for a file that is not a checkpoint, would run pickle code,
+    or is not a run checkpoint (a dict with ``model`` weights).
+    """
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
+        what = (f"a dict without 'model' weights (keys: {few([str(k) for k in state])})" if isinstance(state, dict)
+                else f"a {type(state).__name__}")
+        raise InputError(path, f"not a tadkit run checkpoint: it holds {what}")
+    return state
+
+
+def load_weights(head: torch.nn.Module, weights: Any, path: Path) -> None:
+    """Load ``weights`` (from checkpoint ``path``) into ``head``; ``InputError`` naming what does not fit."""
+    if not isinstance(weights, Mapping):
+        raise InputError(path, f"not a tadkit run checkpoint: its weights are a {type(weights).__name__}")
+    mismatch = compare_weights(head, weights)
+    if mismatch:
+        raise InputError(path, f"the weights do not fit this run's {type(head).__name__}: {mismatch.describe()}")
+    head.load_state_dict(weights)
 
 
 def inference_weights(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,9 +169,9 @@ class DistContext:
     def from_env(cls, device: str = "auto") -> "DistContext":
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
-            return cls(0, 1, pick_device(device), False)
+            return cls(0, 1, resolve_device(device), False)
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        dev = pick_device(device)
+        dev = resolve_device(device)
         if dev.type == "cuda":
             dev = torch.device("cuda", local)
             torch.cuda.set_device(dev)
@@ -178,18 +195,6 @@ class DistContext:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def autocast(device: torch.device, enabled: bool) -> Any:

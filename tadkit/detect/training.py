@@ -47,8 +47,8 @@ from tadkit.detect.inputs import (Guarded, check_not_empty, collate_fn, fit_norm
                                   make_dataset, make_source, open_stores, targets)
 from tadkit.detect.postprocess import Detections, load_candidates, save_candidates
 from tadkit.detect.runs import (CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, NORM_FILE, RUN_FILE, SOURCE_PROPOSALS_FILE,
-                                DistContext, autocast, load_checkpoint, load_run, resume_config, rng_state,
-                                run_provenances, seed_everything, set_rng_state, write_json)
+                                DistContext, autocast, load_checkpoint, load_run, load_weights, resume_config,
+                                rng_state, run_provenances, seed_everything, set_rng_state, write_json)
 from tadkit.errors import ConfigError, InputError, TadkitError
 from tadkit.progress import track
 
@@ -57,14 +57,17 @@ from tadkit.progress import track
 def train(cfg: DetectConfig, features: str | os.PathLike | Sequence[str | os.PathLike],
           annotations: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
           echo: Callable[[str], None] | None = print, *,
-          from_run: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+          from_run: Sequence[str | os.PathLike] | None = None,
+          allow_provenance_mismatch: bool = False) -> dict[str, Any]:
     """Train ``cfg.head`` on the ``cfg.data.train_subset`` videos; returns a summary.
 
     ``features``: one store or several (concatenated on channels).
     ``resume`` continues from ``out/checkpoints/last.pt`` (the run's saved
     config is used; ``cfg`` may only extend ``train.epochs``). ``from_run``:
     source run(s) whose proposals of every training video the head reads
-    (a chained run, e.g. a refine network on a BMN run).
+    (a chained run, e.g. a refine network on a BMN run). On ``resume``,
+    features made differently from the run's (see ``Provenance.mismatches``)
+    are refused unless ``allow_provenance_mismatch``.
     """
     from tadkit.data.annotations import load_annotations
 
@@ -79,7 +82,8 @@ def train(cfg: DetectConfig, features: str | os.PathLike | Sequence[str | os.Pat
             raise InputError(out, "the run directory already holds checkpoints; pass --resume to continue "
                              "it or choose another --out")
         seed_everything(cfg.train.seed + ctx.rank)
-        stores = open_stores(features, expect=None if meta is None else run_provenances(meta))
+        stores = open_stores(features, expect=None if meta is None else run_provenances(meta),
+                             allow_mismatch=allow_provenance_mismatch)
         ann = load_annotations(annotations)
         if not ann.classes:
             raise InputError(annotations, "no action classes: the annotations hold no labelled instance")
@@ -87,7 +91,7 @@ def train(cfg: DetectConfig, features: str | os.PathLike | Sequence[str | os.Pat
         source = make_source(cfg, stores)
         usable = usable_videos(source, train_ann, say)
         train_ids, holdout_ids = split_holdout(usable, cfg.data.holdout_fraction, cfg.train.seed)
-        info = input_info(source, train_ids[0])
+        info = input_info(source, source.first_readable(train_ids))
         head = build_head(cfg.head, getattr(cfg, cfg.head, None), source.feature_dim, len(ann.classes), inputs=info)
         chained = _chained(from_run, meta, head, cfg)
         if meta is not None and meta.get("normalization"):
@@ -266,7 +270,7 @@ class Trainer:
         if not path.is_file():
             raise InputError(path, "no checkpoint to resume from")
         state = load_checkpoint(path)
-        self.head.load_state_dict(state["model"])
+        load_weights(self.head, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -308,6 +312,7 @@ class Trainer:
             self.head.on_epoch_start(epoch, cfg.train.epochs)
             loader = self._loader(train_set, per_rank, collate, epoch)
             last = self._train_epoch(loader, epoch, accumulate)
+            _check_finite_weights(self.head, epoch)
             self.epoch = epoch + 1
             record = {"event": "epoch", "epoch": self.epoch, "seconds": round(time.perf_counter() - t0, 3),
                       **{k: round(v, 6) for k, v in last.items()}}
@@ -540,6 +545,14 @@ def _source_proposals(chained: Mapping[str, Any], out: Path, features: Any, ann:
     ctx.barrier()
     cands, _, _, _ = load_candidates(path)
     return {v: np.concatenate([d.segments, d.scores[:, None]], axis=1) for v, d in cands.items()}
+
+
+def _check_finite_weights(head: torch.nn.Module, epoch: int) -> None:
+    """``TadkitError`` when a weight became NaN or infinite (a finite loss does not rule it out)."""
+    bad = [name for name, p in head.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise TadkitError(f"training diverged: {len(bad)} weight tensor(s) are NaN or infinite after epoch "
+                          f"{epoch + 1} (e.g. {bad[0]}); lower optim.lr or set train.grad_clip")
 
 
 def _tensorboard(out: Path) -> Any:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from tadkit.data.formats.table import objects
 from tadkit.errors import InputError
-from tadkit.evaluate.arrays import member
+from tadkit.evaluate.arrays import distinct, member
 from tadkit.evaluate.io import GroundTruth, Predictions, Segments
 
 
@@ -71,7 +71,7 @@ def align(gt: GroundTruth, preds: Predictions, blocked: Sequence[str] = (),
     gt_ids = set(gt.videos) | set(gt.video.tolist())
     video = preds.video.copy()
     if match_v_prefix and len(video):
-        pred_ids = set(video.tolist())
+        pred_ids = set(distinct(video))
         mapping = {}
         for vid in pred_ids - gt_ids:
             other = vid[2:] if vid.startswith("v_") else "v_" + vid
@@ -115,6 +115,6 @@ def align(gt: GroundTruth, preds: Predictions, blocked: Sequence[str] = (),
             preds = preds.select(known)
     unknown = ~member(preds.video, set(gt.video.tolist()))
     report.unknown_video_predictions = int(unknown.sum())
-    report.unknown_videos = len(set(preds.video[unknown].tolist()))
+    report.unknown_videos = len(distinct(preds.video[unknown]))
     return gt, preds, report
 

@@ -92,7 +92,7 @@ def evaluate(dataset, gt_path, gt_format, video_info, pred_path, subset, task, t
         raise InputError(gt_path, "--ambiguous official needs Ambiguous segments: the ground truth "
                                   "has none; pass --ambiguous-file (e.g. Ambiguous_test.txt)")
     preds = load_predictions(pred_path, require_label=(task == "detection"),
-                             reject_inverted=reject_inverted)
+                             reject_inverted=reject_inverted, classes=gt.labels)
     blocked = load_video_list(blocked_path) if blocked_path else ()
     if task == "detection":
         result = protocol.evaluate_detection(gt, preds, blocked=blocked, ambiguous=ambiguous,

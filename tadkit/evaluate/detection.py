@@ -34,7 +34,7 @@ import numpy as np
 
 from tadkit.errors import InputError
 from tadkit.evaluate.align import Alignment, align
-from tadkit.evaluate.arrays import encode
+from tadkit.evaluate.arrays import encode, stable_argsort
 from tadkit.evaluate.io import GroundTruth, Predictions
 
 #: ActivityNet thresholds exactly as the official code builds them.
@@ -232,7 +232,7 @@ def segment_tiou(pred_start, pred_end, gt_start, gt_end):
     inter = inter.clip(0)
     union = (gt_end - gt_start) + (pred_end - pred_start) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        return inter.astype(float) / union
+        return inter.astype(float, copy=False) / union
 
 
 def overlaps_any(video, start, end, seg_video, seg_start, seg_end) -> np.ndarray:
@@ -270,7 +270,7 @@ def _rank_by_class(pred_label: np.ndarray, pred_score: np.ndarray, C: int):
     """Global permutation: class blocks in class order, each ranked as the official
     ``scores.argsort()[::-1]`` on the class's scores in file order. Returns
     (order (P,), bounds (C+1,))."""
-    by_class = np.argsort(pred_label, kind="stable")
+    by_class = stable_argsort(pred_label)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(pred_label, minlength=C))])
     order = np.empty(len(pred_label), dtype=np.int64)
     for c in range(C):
@@ -333,7 +333,7 @@ def _greedy_match(gv, gs, ge, gl, pv, ps, pe, pl, thr) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
     rank = np.empty(rows_p.size, dtype=np.int64)
     rank[g_o] = np.arange(rows_p.size) - np.repeat(starts, np.diff(np.append(starts, rows_p.size)))
-    by_rank = np.argsort(rank, kind="stable")
+    by_rank = stable_argsort(rank)
     rank_bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
     locked = np.zeros((G + 1, T), dtype=bool)                        # row G: padding
     tp_rows = np.zeros((rows_p.size, T), dtype=bool)

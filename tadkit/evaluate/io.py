@@ -14,10 +14,15 @@ subset chosen (a file without subsets is evaluated whole, with a note), no
 clipping to durations, and inverted ground truth is an error.
 
 Predictions (:func:`load_predictions`): the official results JSON and CSV
-``video,start,end,label,score`` (``label`` may be absent for proposals). The
-JSON is parsed with orjson when it is installed (the standard library
-otherwise) and turned into arrays without a Python loop per entry; any doubt
-re-reads entry by entry, which names the first offending entry.
+``video,start,end,label,score`` (``label`` may be absent for proposals). A
+results JSON is decoded by msgspec straight into typed entries (two numbers
+per segment, a number per score, a string or nothing per label), which checks
+the types while it parses; the columns are then built without a Python loop
+per entry. A file the typed decoder refuses (or msgspec missing) takes the
+general path: the file parsed as plain JSON (:func:`tadkit.files.read_json`),
+columns in bulk when the entries are well formed, else entry by entry, which
+names the first offending entry. Both paths give the same arrays and the same
+messages.
 
 Policy for bad input (also in ``docs/evaluation.md``):
 
@@ -37,10 +42,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import itemgetter, methodcaller
+from collections import defaultdict
+from itertools import chain, count
+from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal, Optional, Sequence, Union
 
 import numpy as np
 
@@ -51,7 +57,12 @@ from tadkit.data.formats.table import objects
 from tadkit.data.formats.thumos import read_segment_lines
 from tadkit.errors import InputError
 from tadkit.evaluate.arrays import member
-from tadkit.files import gc_paused, read_json, read_text
+from tadkit.files import BOM, gc_paused, read_json, read_text
+
+try:  # typed decoding of results files; without it the general path reads them, slower
+    import msgspec
+except ImportError:  # pragma: no cover
+    msgspec = None
 
 AMBIGUOUS_LABEL = "Ambiguous"
 
@@ -247,67 +258,142 @@ def load_video_list(path: str | Path) -> list[str]:
 
 # --------------------------------------------------------------------------- predictions
 def load_predictions(path: str | Path, require_label: bool = True,
-                     reject_inverted: bool = False) -> Predictions:
+                     reject_inverted: bool = False, classes: Sequence[str] | None = None
+                     ) -> Predictions:
     """Read an official results JSON or a CSV ``video,start,end,label,score``.
 
     ``require_label=False`` (proposals) lets entries go without a label.
     ``reject_inverted``: an inverted segment (end < start) is an error instead
-    of being scored as the official code scores it.
+    of being scored as the official code scores it. ``classes``: the class names
+    the labels are expected to be (the ground truth's): a results JSON whose
+    labels are all among them decodes faster; any other label is read all the
+    same (only slower).
     """
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
         preds, where = _read_pred_csv(path, require_label)
     else:
-        data = read_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-            raise InputError(path, "not a results file: expected a JSON object with a 'results' "
-                                   "key mapping video ids to lists of {'segment', 'score'"
-                                   + (", 'label'" if require_label else "") + "}")
-        results = data["results"]
+        # the parsed file is built and freed with the collector paused: no collection
+        # ever walks its millions of objects (see tadkit.files.gc_paused)
         with gc_paused():
-            preds = _fast_results(path, results, require_label)
-        where = _entry_locator(results)
-        if preds is None:
-            preds, where = _checked_results(path, results, require_label)
+            preds, where = (_typed_results(path, require_label, classes)
+                            or _general_results(path, require_label))
     _check_predictions(preds, where, reject_inverted)
     return preds
 
 
-def _fast_results(path: Path, results: dict, require_label: bool) -> Predictions | None:
-    """Columns of a well-formed results dict without a Python loop per entry (``map``
-    and ``itemgetter`` run in C); None at the first doubt."""
-    lists = list(results.values())
-    if not all(type(x) is list for x in lists):
+def _typed_results(path: Path, require_label: bool, classes: Sequence[str] | None = None):
+    """``(Predictions, locator)`` of a results JSON decoded by msgspec into typed
+    entries; None when msgspec is missing or refuses the file or anything is in
+    doubt (the general path then reads it, and names what is wrong)."""
+    if msgspec is None:
         return None
-    entries = list(chain.from_iterable(lists))
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    view = memoryview(data)[len(BOM):] if data.startswith(BOM) else data
+    results = None
+    expected = tuple(dict.fromkeys(c for c in classes or () if type(c) is str))
+    for labels in ([expected] if expected else []) + [None]:
+        try:
+            results = _results_decoder(labels).decode(view).results
+            break
+        except msgspec.ValidationError:  # a label outside ``classes``: any string next
+            continue
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            return None
+    del view, data
+    if results is None:
+        return None
+    entries = list(chain.from_iterable(results.values()))
+    return _columns(path, results, len(entries), map(attrgetter("segment.start"), entries),
+                    map(attrgetter("segment.end"), entries),
+                    lambda: map(attrgetter("score"), entries), map(attrgetter("label"), entries),
+                    require_label)
+
+
+def _results_decoder(classes: tuple[str, ...] | None):
+    """A msgspec decoder of official results files: ``results`` maps video ids to
+    entries with two numbers per ``segment``, a number per ``score``, and a
+    string, null or nothing per ``label`` -- one of ``classes`` when given (each
+    label is then decoded as that very string object). Other keys are skipped."""
+    label = Optional[Literal[classes]] if classes else Optional[str]
+    segment = msgspec.defstruct("Segment", [("start", float), ("end", float)], array_like=True,
+                                forbid_unknown_fields=True, gc=False)   # exactly [start, end]
+    entry = msgspec.defstruct("ResultsEntry", [("segment", segment), ("score", Union[int, float]),
+                                               ("label", label, None)], gc=False)
+    return msgspec.json.Decoder(msgspec.defstruct("ResultsFile",
+                                                  [("results", dict[str, list[entry]])], gc=False))
+
+
+def _general_results(path: Path, require_label: bool):
+    """``(Predictions, locator)`` of a results JSON parsed as plain JSON: columns in
+    bulk when every entry is well formed, else entry by entry (which raises at the
+    first malformed one)."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise InputError(path, "not a results file: expected a JSON object with a 'results' "
+                               "key mapping video ids to lists of {'segment', 'score'"
+                               + (", 'label'" if require_label else "") + "}")
+    results = data["results"]
+    return _fast_results(path, results, require_label) or _checked_results(path, results,
+                                                                           require_label)
+
+
+def _fast_results(path: Path, results: dict, require_label: bool):
+    """Columns of a well-formed plain-JSON results dict without a Python loop per
+    entry (``map`` and ``itemgetter`` run in C); None at the first doubt."""
+    if not all(type(x) is list for x in results.values()):
+        return None
+    entries = list(chain.from_iterable(results.values()))
     try:  # entries that are not objects, or lack a key, raise here
         segs = list(map(itemgetter("segment"), entries))
         scores = list(map(itemgetter("score"), entries))
         labels = list(map(itemgetter("label") if require_label else methodcaller("get", "label"),
                           entries))
-        # two numbers per segment: a list of another length, a string or an object fails one test
-        ok = not entries or (set(map(len, segs)) == {2}
-                             and set(map(type, chain.from_iterable(segs))) <= {int, float}
-                             and set(map(type, scores)) <= {int, float})
+        # two numbers per segment: a list of another length, a string, an object or a
+        # number fails one test
+        if entries and not (set(map(len, segs)) == {2}
+                            and set(map(type, chain.from_iterable(segs))) <= {int, float}
+                            and set(map(type, scores)) <= {int, float}):
+            return None
     except (KeyError, TypeError, AttributeError):
         return None
-    if not ok:
+    return _columns(path, results, len(entries), map(itemgetter(0), segs), map(itemgetter(1), segs),
+                    lambda: scores, labels, require_label)
+
+
+def _columns(path: Path, results: dict, n: int, starts: Iterable, ends: Iterable,
+             scores: Callable[[], Iterable], labels: Iterable, require_label: bool):
+    """``(Predictions, locator)`` from the ``n`` entries of a results dict, in file
+    order: segment ``starts`` and ``ends`` (numbers), ``scores()`` a fresh iterable
+    of the scores (ints or floats), ``labels`` (anything: checked here). None when
+    a label is not a non-empty string or an integer class id (``None`` allowed
+    unless ``require_label``), or a number overflows a float."""
+    # class codes in first-seen order, by one dictionary pass (labels repeat: few distinct)
+    codes = defaultdict(count().__next__)
+    code = np.fromiter(map(codes.__getitem__, labels), dtype=np.int64, count=n)
+    names = list(codes)
+    allowed = (str, int) if require_label else (str, int, type(None))
+    if any(type(x) not in allowed or (type(x) is str and not x.strip()) for x in names):
         return None
-    distinct = set(labels)
-    label_types = set(map(type, distinct))
-    if not label_types <= ({str, int} if require_label else {str, int, type(None)}) or \
-            any(type(x) is str and not x.strip() for x in distinct):
+    try:
+        start = np.fromiter(starts, dtype=np.float64, count=n)
+        end = np.fromiter(ends, dtype=np.float64, count=n)
+        score = np.fromiter(scores(), dtype=np.float64, count=n)
+    except OverflowError:           # an integer beyond a float's range
         return None
-    if int in label_types:
-        labels = [str(x) if type(x) is int else x for x in labels]
-    se = np.fromiter(chain.from_iterable(segs), dtype=np.float64, count=2 * len(segs)).reshape(-1, 2)
-    counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    video = np.repeat(objects([str(v) for v in results]), counts)
+    if n and np.all(score == np.floor(score)):  # all integral: int64 if every score is an int
+        score = _score_array(list(scores()))
     label = None
-    if not entries or label_types - {type(None)}:      # proposals: entries without a label get ""
-        label = objects(labels if type(None) not in label_types else ["" if x is None else x for x in labels])
-    return Predictions(video, se[:, 0].copy(), se[:, 1].copy(), label, _score_array(scores),
-                       str(path))
+    if names != [None]:             # entries without a label (proposals) read as ""
+        label = objects(["" if x is None else str(x) for x in names])[code]
+    counts = np.fromiter(map(len, results.values()), dtype=np.int64, count=len(results))
+    videos = list(results)
+    video = np.repeat(objects(videos), counts)
+    return (Predictions(video, start, end, label, score, str(path)),
+            _entry_locator(videos, counts))
 
 
 def _checked_results(path: Path, results: dict, require_label: bool):
@@ -326,14 +412,13 @@ def _checked_results(path: Path, results: dict, require_label: bool):
     return _from_rows(path, rows, scores), places.__getitem__
 
 
-def _entry_locator(results: dict) -> Callable[[int], str]:
+def _entry_locator(videos: list[str], counts: np.ndarray) -> Callable[[int], str]:
     """Maps a flat entry index back to ``results[video][k]`` (only used for messages)."""
+    ends = np.cumsum(counts)
+
     def where(i: int) -> str:
-        for vid, entries in results.items():
-            if i < len(entries):
-                return f"results[{vid!r}][{i}]"
-            i -= len(entries)
-        return f"entry {i}"
+        v = int(np.searchsorted(ends, i, side="right"))
+        return f"results[{videos[v]!r}][{i - int(ends[v] - counts[v])}]"
     return where
 
 

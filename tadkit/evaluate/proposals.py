@@ -34,6 +34,7 @@ import numpy as np
 from tadkit.errors import InputError
 from tadkit.evaluate.detection import ANET_TIOU, check_thresholds, segment_tiou
 from tadkit.evaluate.align import Alignment, align
+from tadkit.evaluate.arrays import distinct, encode
 from tadkit.evaluate.io import GroundTruth, Predictions
 
 #: the THUMOS14 proposal convention's fixed proposal numbers per video.
@@ -99,10 +100,8 @@ def evaluate_proposals(gt: GroundTruth, proposals: Predictions,
         raise InputError(gt.source, "no ground-truth instances to evaluate")
     if len(proposals) == 0:
         raise InputError(proposals.source, "no proposals to evaluate")
-    videos = list(dict.fromkeys(gt.video.tolist()))
-    index = {v: i for i, v in enumerate(videos)}
-    gv = np.array([index[v] for v in gt.video.tolist()], dtype=np.int64)
-    pv = np.array([index.get(v, -1) for v in proposals.video.tolist()], dtype=np.int64)
+    videos = distinct(gt.video)
+    gv, pv = encode(videos, gt.video), encode(videos, proposals.video)
     curve = average_recall_curve(gv, gt.start, gt.end, pv, proposals.start, proposals.end,
                                  proposals.score, len(videos), thresholds,
                                  max_avg_nr_proposals, recall_at, source=proposals.source)
@@ -150,11 +149,20 @@ def average_recall_curve(gt_video: np.ndarray, gt_start: np.ndarray, gt_end: np.
     AN = pcn * (float(total_kept) / V)
     first_hit = _first_hit_rank(gt_video, gt_start, gt_end, order, offsets, counts,
                                 prop_start, prop_end, thr)                 # (G, T)
+    # proposals of a video counted at each AN step: non-decreasing along the steps
     limit = np.minimum((kept[:, None] * pcn[None, :]).astype(np.int64), kept[:, None])  # (V, 100)
     limit[counts == 0] = 0
-    hits = first_hit[:, :, None] < limit[gt_video][:, None, :]                # (G, T, 100)
-    matches = hits.sum(axis=0).astype(np.float64)                            # (T, 100)
-    recall = matches / float(G)
+    # a ground truth is found at a step once its first hit ranks below that step's limit:
+    # from step k0 on, k0 = how many of its video's limits are <= the rank
+    steps = limit.shape[1]
+    width = int(limit.max()) + 1                   # rows of limit, one after another, sorted
+    keyed = (limit + (np.arange(V) * width)[:, None]).ravel()
+    row = (gt_video * width)[:, None]
+    k0 = np.searchsorted(keyed, row + np.minimum(first_hit, width - 1), "right") \
+        - (gt_video * steps)[:, None]                                       # (G, T) in [0, steps]
+    found = np.bincount((np.arange(T) * (steps + 1) + k0).ravel(), minlength=T * (steps + 1))
+    matches = np.cumsum(found.reshape(T, steps + 1), axis=1)[:, :steps]      # (T, steps) counts
+    recall = matches.astype(np.float64) / float(G)
     AR = recall.mean(axis=0)
     at = {}
     for N in recall_at:
@@ -167,19 +175,19 @@ def average_recall_curve(gt_video: np.ndarray, gt_start: np.ndarray, gt_end: np.
 # --------------------------------------------------------------------------- helpers
 def _rank_by_video(video: np.ndarray, score: np.ndarray, V: int):
     """Permutation grouping by video (code order) and ranking each video's proposals
-    as ``np.argsort(scores)[::-1]`` over its scores in file order; plus counts (V,)."""
+    as ``np.argsort(scores)[::-1]`` over its scores in file order; plus counts (V,).
+
+    Videos with the same number of proposals are ranked by one ``np.argsort``
+    along the rows of a (videos, n) matrix: numpy sorts each row with the very
+    routine (and tie order) a 1-d call on that row uses."""
     counts = np.bincount(video, minlength=V)
-    if len(video) == 0:
-        return np.zeros(0, dtype=np.int64), counts
-    order = np.lexsort((-score, video))                     # by video, then descending score
-    sv, ss = video[order], score[order]
-    tied = (sv[1:] == sv[:-1]) & (ss[1:] == ss[:-1])
-    if tied.any():
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        by_video = np.argsort(video, kind="stable")          # file order inside each video
-        for v in np.unique(sv[1:][tied]).tolist():
-            seg = by_video[bounds[v]:bounds[v + 1]]
-            order[bounds[v]:bounds[v + 1]] = seg[score[seg].argsort()[::-1]]
+    order = np.argsort(video, kind="stable")                # file order inside each video
+    first = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    for n in np.unique(counts[counts > 1]).tolist():
+        slots = first[counts == n][:, None] + np.arange(n)  # (videos, n) positions in order
+        rows = order[slots]
+        ranked = np.argsort(score[rows], axis=1)[:, ::-1]
+        order[slots] = np.take_along_axis(rows, ranked, axis=1)
     return order, counts
 
 
@@ -188,23 +196,20 @@ def _first_hit_rank(gt_video, gt_start, gt_end, order, offsets, counts, ps, pe, 
     reaches each threshold; a large number where none does."""
     G, T = len(gt_video), len(thr)
     big = np.iinfo(np.int64).max // 4
-    out = np.full((G, T), big, dtype=np.int64)
     n = counts[gt_video]
     owner = np.repeat(np.arange(G), n)
-    rank = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     if owner.size == 0:
-        return out
-    prop = order[offsets[gt_video][owner] + rank]
+        return np.full((G, T), big, dtype=np.int64)
+    starts = np.repeat(np.cumsum(n) - n, n)
+    prop = order[np.repeat(offsets[gt_video], n) + np.arange(owner.size) - starts]
     tiou = segment_tiou(ps[prop], pe[prop], gt_start[owner], gt_end[owner])
     # number of thresholds reached (thresholds are searched in sorted order)
     thr_order = np.argsort(thr, kind="stable")
     reached = np.searchsorted(thr[thr_order], np.where(np.isnan(tiou), -np.inf, tiou), "right")
-    # running maximum per ground truth, made global by an integer offset per owner
-    cm = np.maximum.accumulate(reached + owner * (T + 1)) - owner * (T + 1)
-    keyed = cm + owner * (T + 1)
-    starts = np.cumsum(n) - n
-    for j in range(T):          # j-th smallest threshold is reached once cm > j
-        pos = np.searchsorted(keyed, np.arange(G) * (T + 1) + j, "right")
-        found = (n > 0) & (pos < starts + n)
-        out[found, thr_order[j]] = (pos - starts)[found]
+    # running maximum per ground truth, made global by an offset of T + 1 per owner
+    best = np.maximum.accumulate(reached + owner * (T + 1))
+    # ranks whose running maximum is <= j precede the first that reaches threshold j
+    below = np.cumsum(np.bincount(best, minlength=G * (T + 1)).reshape(G, T + 1), axis=1)[:, :T]
+    out = np.empty((G, T), dtype=np.int64)
+    out[:, thr_order] = np.where(below < n[:, None], below, big)
     return out

@@ -74,6 +74,9 @@ def _list_backbones(ctx: click.Context, _param: click.Parameter, value: bool) ->
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "decord", "pyav"]),
               help="Video decoder (auto: decord, PyAV when decord fails).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Videos decoded in parallel.")
+@click.option("--on-source-change", type=click.Choice(["refuse", "reextract"]), default="refuse", show_default=True,
+              help="A video already in --out whose source file changed (replaced, re-encoded, another file "
+                   "of that name): refuse the run, or extract it again.")
 @click.option("--distributed", is_flag=True, help="Require a torchrun environment and shard videos by rank.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress per snippet [default: a bar on a terminal, else a line every "
@@ -85,11 +88,12 @@ def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | Non
             class_scores: bool, recipe: str | None, size: int | None,
             device: str | None, batch_size: int | None, amp: bool, flow_dir: str | None,
             flow_size: int | None, flow_scales: int, flow_warps: int, flow_threads: int, backend: str,
-            workers: int, distributed: bool, progress: bool | None) -> None:
+            workers: int, on_source_change: str, distributed: bool, progress: bool | None) -> None:
     """Extract snippet features of VIDEOS (files, folders or list files) into --out.
 
-    A rerun skips videos already in the store; a killed run can simply be
-    restarted. Exit code 3 when some videos failed (listed at the end).
+    A rerun skips videos already in the store (from the same source files);
+    a killed run can simply be restarted. Exit code 3 when some videos failed
+    (listed at the end).
     """
     from tadkit.extract.flow import FlowOptions
     from tadkit.extract.runner import ExtractOptions, distributed_env, extract as run_extract
@@ -110,13 +114,19 @@ def extract(videos: tuple[str, ...], out: str, backbone: str, streams: str | Non
         class_scores=class_scores, recipe=recipe, size=size, device=device,
         batch_size=batch_size, amp=amp, flow_dir=flow_dir, backend=backend, workers=workers,
         flow=FlowOptions(size=flow_size, scales=flow_scales, warps=flow_warps, threads=flow_threads),
+        on_source_change=on_source_change, decoder_logs=bool((click.get_current_context().find_root().obj
+                                                               or {}).get("debug")),
     )
     rank, world = distributed_env()
     report = run_extract(paths, out, opts, rank=rank, world_size=world, progress=progress)
     who = f"rank {rank}/{world}: " if world > 1 else ""
+    for vid, why in report.redone:
+        click.echo(f"note: extracted {vid} again: {why}", err=True)
     click.echo(f"{who}{len(report.done)} extracted, {len(report.skipped)} already present, "
                f"{len(report.failed)} failed, of {plural(report.total, 'video')} "
                f"({plural(report.snippets, 'snippet')} in {report.seconds:.1f} s) -> {out}")
+    for vid, what in report.warnings:
+        click.echo(f"warning: {vid}: {what}", err=True)
     if report.failed:
         click.echo(f"warning: {plural(len(report.failed), 'video')} failed (recorded in {os.path.join(out, 'failures')}):",
                    err=True)

@@ -16,10 +16,15 @@ publishes the video atomically. Properties:
   snippets for the same settings, so a resumed or sharded run writes
   bit-identical features to a single uninterrupted one.
 * **Crash-safe, resumable.** Videos are published one file at a time by
-  :class:`tadkit.data.features.FeatureWriter`; a rerun skips them.
+  :class:`tadkit.data.features.FeatureWriter`; a rerun skips them if they
+  come from the same source file (:mod:`tadkit.extract.sources`: a changed
+  source is refused, or extracted again with ``on_source_change="reextract"``).
+  A write that fails (a full disk) stops the run with one
+  :class:`~tadkit.errors.OutputError`; what was published stays.
 * **Failures.** A video that cannot be decoded (or whose flow folder is
-  missing, or whose forward fails) is recorded in the store's ``failures/``
-  with the stage and the reason, and the run goes on.
+  missing, or whose forward fails, or whose file name is not UTF-8) is
+  recorded in the store's ``failures/`` with the stage and the reason, and
+  the run goes on. Decoder log lines are silenced unless ``decoder_logs``.
 * **Extra outputs.** ``spatial_grid=g`` stores a ``[T, g, g, C]`` grid of
   the last stage per snippet; ``levels=True`` stores intermediate stages as
   ``levels/<stream>/<level>`` with their own times (see :func:`merge_level_steps`).
@@ -41,15 +46,16 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from tadkit import timeline
-from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
-from tadkit.errors import ConfigError, InputError, ProvenanceError
+from tadkit.data.features import FeatureStore, Provenance, VideoFeatures, printable_id
+from tadkit.devices import resolve_device
+from tadkit.errors import ConfigError, InputError, OutputError, ProvenanceError
 from tadkit.extract import backbones
-from tadkit.extract.flow import (FlowFrames, FlowOptions, encode_flow, next_frame_index, pair_flows,
-                                 recode_flow_frames, to_gray)
-from tadkit.extract.transforms import Recipe, crop_maps, flow_to_tensor, get_recipe, resize_frames, rgb_to_tensor
+from tadkit.extract.clips import ClipSource, merge_level_steps  # noqa: F401 (merge_level_steps re-exported)
+from tadkit.extract.flow import FlowFrames, FlowOptions
+from tadkit.extract.sources import ON_SOURCE_CHANGE, plan_run, source_identity
+from tadkit.extract.transforms import Recipe, get_recipe
 from tadkit.extract.video import (SnippetPlan, VideoError, VideoReader, open_video, plan_snippets,
-                                  video_id)
+                                  set_decoder_logging, video_id)
 from tadkit.progress import VideoProgress
 
 #: Default snippets per forward: small on CPU (3D activations are memory-bound).
@@ -67,7 +73,9 @@ class ExtractOptions:
     ``device`` ``None`` = CUDA when available; ``batch_size`` ``None`` = 2 on
     CPU, 16 on CUDA; ``amp`` (CUDA only) runs the backbone in float16.
     ``spatial_grid`` (``g >= 1``) and ``levels`` add the extra outputs of the
-    module docstring.
+    module docstring. ``on_source_change``: ``"refuse"`` or ``"reextract"``
+    videos already in the store whose source file changed;
+    ``decoder_logs`` lets FFmpeg's log lines through (``--debug``).
     """
 
     backbone: str = "i3d"
@@ -93,16 +101,20 @@ class ExtractOptions:
     spatial_grid: int | None = None
     levels: bool = False
     class_scores: bool = False
+    on_source_change: str = "refuse"
+    decoder_logs: bool = False
 
 
 @dataclass
 class ExtractReport:
-    """Outcome of one run (of one rank): video ids done, skipped, failed."""
+    """Outcome of one run (of one rank): video ids done, skipped, failed, extracted again; warnings."""
 
     total: int = 0
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (video, stage, reason)
+    redone: list[tuple[str, str]] = field(default_factory=list)        # (video, why it was extracted again)
+    warnings: list[tuple[str, str]] = field(default_factory=list)      # (video, what looks wrong)
     snippets: int = 0
     seconds: float = 0.0
     rank: int = 0
@@ -147,6 +159,9 @@ class Extractor:
         if opts.checkpoint_format != "auto" and opts.checkpoint_format not in self.family.checkpoint_formats:
             raise ConfigError(f"checkpoint format {opts.checkpoint_format!r} is not one of {self.family.name}'s: "
                               f"{', '.join(self.family.checkpoint_formats)} (or auto)")
+        if opts.on_source_change not in ON_SOURCE_CHANGE:
+            raise ConfigError(f"--on-source-change must be one of {', '.join(ON_SOURCE_CHANGE)}, "
+                              f"got {opts.on_source_change!r}")
         if opts.fps is not None and not opts.fps > 0:
             raise ConfigError("--fps must be positive")
         self.device = resolve_device(opts.device)
@@ -286,7 +301,7 @@ class Extractor:
         Reads from ``reader`` only frames not already cached, at most
         ``(B - 1) * stride + clip_len + 1`` per batch, in increasing order.
         """
-        return _ClipSource(self, reader, plan, flow_frames).batches()
+        return ClipSource(self, reader, plan, flow_frames).batches()
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
         """``{stream: [B, C, L, S, S]}`` -> features ``[B, D]`` float32, streams concatenated in order."""
@@ -359,24 +374,34 @@ class Extractor:
         t0 = time.perf_counter()
         mine = shard(videos, rank, world_size)
         report = ExtractReport(total=len(mine), rank=rank, world_size=world_size)
+        set_decoder_logging(self.opts.decoder_logs)
         with FeatureStore.create(out, self.provenance) as writer:
             _check_extra_outputs(writer, self.provenance)
-            todo = [p for p in mine if not writer.has(video_id(p))]
-            report.skipped = [video_id(p) for p in mine if writer.has(video_id(p))]
+            planned = plan_run(writer, mine, self.opts.on_source_change)
+            todo, report.skipped, report.redone = planned.todo, planned.skipped, planned.redo
+            for vid, reason in planned.rejected:
+                writer.record_failure(vid, f"input: {reason}")
+                report.failed.append((printable_id(vid), "input", reason))
+            paths = {video_id(p): p for p in todo}
             tracker = VideoProgress(len(todo), f"extract[{rank}]" if rank else "extract", progress)
             try:
                 for event in self._events(todo, tracker):
                     kind, vid = event[0], event[1]
                     if kind == "video":
                         feats = event[2]
+                        feats.source = source_identity(paths[vid])
                         writer.write(feats)
                         report.done.append(vid)
                         report.snippets += feats.num_snippets
+                        _note_non_finite(feats, report)
                     else:
                         stage, reason = event[2], event[3]
                         writer.record_failure(vid, f"{stage}: {reason}")
                         report.failed.append((vid, stage, reason))
                     tracker.finish(vid, failed=kind != "video")
+            except OutputError as exc:  # e.g. a full disk: stop; what is published stays
+                raise OutputError(exc.path, f"{exc.problem}; extraction stopped after {len(report.done)} new "
+                                  "video(s), which are kept: free space and rerun the same command to finish") from None
             finally:
                 tracker.close()
         report.seconds = time.perf_counter() - t0
@@ -518,34 +543,6 @@ def extract(videos: Sequence[Path], out: str | os.PathLike, opts: ExtractOptions
     return Extractor(opts).run(videos, out, rank=rank, world_size=world_size, progress=progress)
 
 
-def merge_level_steps(values: np.ndarray, clip_starts: np.ndarray, positions: np.ndarray, fps: float,
-                      num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """One video's sequence of an intermediate level from its per-clip steps.
-
-    ``values [S, C, P]``: the level of each of ``S`` clips (``P`` steps each);
-    ``clip_starts [S]``: first sample-fps frame each clip reads; ``positions
-    [P]``: frame position of each step from the clip start. A step's frame
-    position is ``start + position``. Steps centred after the video ends
-    (position above ``num_frames - 1/2``: they summarise tail padding) are
-    dropped, except the first step of each clip, so that every snippet is
-    represented; steps of overlapping clips at the same position are averaged.
-    Returns ``(features [T_l, C], times [T_l])`` sorted by time, times from
-    :func:`tadkit.timeline.level_step_times`.
-    """
-    c = values.shape[1]
-    frame_pos = (np.asarray(clip_starts, dtype=np.float64)[:, None]
-                 + np.asarray(positions, dtype=np.float64)[None, :])                       # [S, P]
-    times = timeline.level_step_times(clip_starts, positions, fps)                          # [S, P]
-    keep = frame_pos <= num_frames - 0.5
-    keep[:, 0] = True
-    flat = values.transpose(0, 2, 1)[keep]                                                  # [K, C]
-    uniq, first, inverse = np.unique(frame_pos[keep], return_index=True, return_inverse=True)
-    sums = np.zeros((len(uniq), c), dtype=np.float64)
-    np.add.at(sums, inverse, flat)
-    counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    return (sums / counts[:, None]).astype(np.float32), times[keep][first]
-
-
 def shard(videos: Sequence[Path], rank: int, world_size: int) -> list[Path]:
     """This rank's videos: every ``world_size``-th of the id-sorted list, from ``rank``."""
     if world_size < 1 or not 0 <= rank < world_size:
@@ -562,117 +559,7 @@ def distributed_env() -> tuple[int, int]:
         raise ConfigError("RANK / WORLD_SIZE in the environment are not integers") from None
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """``None``/``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
-    return dev
-
-
 # --------------------------------------------------------------------------- helpers
-class _ClipSource:
-    """Turns one video's snippet plan into model inputs, batch by batch (see ``clip_batches``)."""
-
-    def __init__(self, ex: Extractor, reader: VideoReader, plan: SnippetPlan, flow_frames: FlowFrames | None):
-        self.ex, self.reader, self.plan, self.flow_frames = ex, reader, plan, flow_frames
-        self.recipe = ex.recipe
-        self.offsets = {s: ex.recipe.stream_offsets(s, plan.clip_len) for s in ex.streams}
-        self.want_rgb = "rgb" in ex.streams
-        self.want_flow = "flow" in ex.streams
-        self.frames: dict[int, np.ndarray] = {}  # sample index -> resized uint8 [H', W', 3]
-        self.flows: dict[int, np.ndarray] = {}   # sample index -> encoded, cropped flow [S, S, 2]
-
-    def batches(self) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
-        plan = self.plan
-        for sl in plan.batches(self.ex.batch_size):
-            clip = plan.frame_indices[sl]                     # [B, L] sample-fps frames
-            idx = {s: clip[:, self.offsets[s]] for s in self.ex.streams}   # the frames each stream reads
-            need = {s: np.unique(i) for s, i in idx.items()}
-            decode = [need["rgb"]] if self.want_rgb else []
-            if self.want_flow and self.flow_frames is None:
-                decode.append(self._flow_pair_frames(need["flow"]))
-            if decode:                                        # one request, in increasing order
-                self._ensure_frames(np.unique(np.concatenate(decode)))
-            inputs: dict[str, torch.Tensor] = {}
-            if self.want_flow:
-                self._ensure_flow(need["flow"])
-                maps = np.stack([self.flows[int(t)] for t in need["flow"]])
-                inputs["flow"] = _gather(flow_to_tensor(maps), need["flow"], idx["flow"])
-            if self.want_rgb:
-                crops = crop_maps(np.stack([self.frames[int(t)] for t in need["rgb"]]), self.recipe)
-                inputs["rgb"] = _gather(rgb_to_tensor(crops, self.recipe), need["rgb"], idx["rgb"])
-            nxt = plan.frame_indices[sl.stop, 0] if sl.stop < plan.num_snippets else plan.num_frames
-            for cache in (self.frames, self.flows):
-                for t in [t for t in cache if t < nxt]:
-                    del cache[t]
-            yield sl, inputs
-
-    def _ensure_frames(self, need: np.ndarray) -> None:
-        missing = [int(t) for t in need if int(t) not in self.frames]
-        if not missing:
-            return
-        src = self.plan.source_index[missing]
-        uniq, inverse = np.unique(src, return_inverse=True)
-        decoded = resize_frames(self.reader.get_frames(uniq), self.recipe)
-        for t, j in zip(missing, inverse):
-            self.frames[t] = decoded[j]
-
-    def _flow_pair_frames(self, need: np.ndarray) -> np.ndarray:
-        """Frames whose decoding the flow of frames ``need`` (not yet computed) requires."""
-        todo = np.array([int(t) for t in need if int(t) not in self.flows], dtype=np.int64)
-        if len(todo) == 0:
-            return todo
-        first = next_frame_index(todo, self.plan.num_frames)
-        if first[0] < 0:
-            return np.array([0], dtype=np.int64)
-        return np.concatenate([first, first + 1])
-
-    def _ensure_flow(self, need: np.ndarray) -> None:
-        todo = np.array([int(t) for t in need if int(t) not in self.flows], dtype=np.int64)
-        if len(todo) == 0:
-            return
-        if self.flow_frames is not None:
-            maps = recode_flow_frames(self.flow_frames.read(self.plan.source_index[todo]), self.recipe.flow_encoding)
-            maps = crop_maps(resize_frames(maps, self.recipe), self.recipe)
-            for t, m in zip(todo, maps):
-                self.flows[int(t)] = m
-            return
-        first = next_frame_index(todo, self.plan.num_frames)      # pair (first, first + 1)
-        if first[0] < 0:                                           # one-frame video: zero flow
-            self._ensure_frames(np.array([0]))
-            h, w = self.frames[0].shape[:2]
-            zero = encode_flow(np.zeros((1, h, w, 2), np.float32), self.recipe.flow_bound,
-                               self.recipe.flow_encoding)
-            for t in todo:
-                self.flows[int(t)] = crop_maps(zero, self.recipe)[0]
-            return
-        pairs = np.unique(first)
-        self._ensure_frames(np.unique(np.concatenate([pairs, pairs + 1])))
-        frames = np.stack([self.frames[int(t)] for t in np.concatenate([pairs, pairs + 1])])
-        gray = to_gray(frames)
-        k = len(pairs)
-        raw = pair_flows(gray, [(i, i + k) for i in range(k)], self.ex.opts.flow)
-        enc = crop_maps(encode_flow(raw, self.recipe.flow_bound, self.recipe.flow_encoding), self.recipe)
-        by_pair = {int(p): enc[i] for i, p in enumerate(pairs)}
-        for t, p in zip(todo, first):
-            self.flows[int(t)] = by_pair[int(p)]
-
-
-def _gather(per_frame: torch.Tensor, need: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    """``[C, U, S, S]`` maps of the unique frames ``need`` -> clips ``[B, C, L, S, S]`` for ``idx [B, L]``."""
-    pos = torch.from_numpy(np.searchsorted(need, idx))               # [B, L]
-    clips = per_frame[:, pos]                                         # [C, B, L, S, S]
-    return clips.permute(1, 0, 2, 3, 4).contiguous()
-
-
 def _check_extra_outputs(store: FeatureStore, mine: Provenance) -> None:
     """A store written with other ``--spatial-grid`` / ``--levels`` / ``--class-scores`` settings cannot be joined."""
     for key, flag in (("spatial_grid", "--spatial-grid"), ("levels", "--levels"), ("class_scores", "--class-scores")):
@@ -682,6 +569,14 @@ def _check_extra_outputs(store: FeatureStore, mine: Provenance) -> None:
                 return f"without {flag}" if v is None else f"with {flag}" + (f" {v['size']}" if "size" in v else "")
             raise ProvenanceError(f"{store.root}: the store was written {said(have)}, this run is {said(want)}; "
                                   "use another output directory or the same settings")
+
+
+def _note_non_finite(feats: VideoFeatures, report: ExtractReport) -> None:
+    """Warn about NaN / inf in a video's features (a backbone overflow, e.g. under --amp)."""
+    arrays = [feats.features] + ([] if feats.spatial_grid is None else [feats.spatial_grid])
+    bad = sum(int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum()) for a in arrays)
+    if bad:
+        report.warnings.append((feats.video_id, f"{bad} snippet(s) with NaN or infinite feature values"))
 
 
 def _check_streams(streams: Sequence[str] | None, fam: backbones.Family) -> tuple[str, ...]:

@@ -132,8 +132,9 @@ def collect_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
     Each input is a folder (every non-hidden regular file directly inside,
     sorted; files with a suffix in :data:`NOT_VIDEO_SUFFIXES` -- annotations,
-    lists, images, checkpoints -- are left out, any other file is kept so that
-    a broken or unknown one is reported, not silently skipped), a list file (``.txt``/``.lst``/``.list``: one path per line,
+    lists, images, checkpoints -- are left out, any other file, and any
+    dangling or looping symbolic link, is kept so that a broken or unknown one
+    is reported, not silently skipped), a list file (``.txt``/``.lst``/``.list``: one path per line,
     relative to the list file; ``#`` starts a comment) or a video path.
     Raises :class:`InputError` for a missing input or two videos with the
     same id (file stem).
@@ -142,8 +143,8 @@ def collect_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found.extend(sorted(c for c in p.iterdir() if c.is_file() and not c.name.startswith(".")
-                                and c.suffix.lower() not in NOT_VIDEO_SUFFIXES))
+            found.extend(sorted(c for c in p.iterdir() if (c.is_file() or _broken_link(c))
+                                and not c.name.startswith(".") and c.suffix.lower() not in NOT_VIDEO_SUFFIXES))
         elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
             found.extend(_read_list_file(p))
         elif p.is_file():
@@ -174,6 +175,8 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     its end).
     """
     path = Path(path)
+    if _broken_link(path):
+        raise VideoError(path, _link_problem(path), stage="open")
     if not path.is_file():
         raise VideoError(path, "no such file", stage="open")
     if path.stat().st_size == 0:
@@ -200,6 +203,22 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
             raise
         errors.append(f"pyav: {exc.reason}")
     raise VideoError(path, "cannot be decoded (" + "; ".join(errors) + ")", stage="open")
+
+
+def set_decoder_logging(verbose: bool) -> None:
+    """Let FFmpeg's log lines (decord's and PyAV's) through, or silence them.
+
+    Silenced, a damaged video gives one failure reason instead of dozens of
+    ``[h264 @ 0x...]`` lines; ``tadkit --debug extract`` lets them through.
+    """
+    import av.logging
+
+    av.logging.set_level(av.logging.WARNING if verbose else None)
+    try:
+        import decord
+    except ImportError:  # pragma: no cover - decord is a dependency
+        return
+    decord.logging.set_level(decord.logging.WARNING if verbose else decord.logging.QUIET)
 
 
 def plan_snippets(info: VideoInfo, clip_len: int, stride: int, fps: float | None = None) -> SnippetPlan:
@@ -424,6 +443,21 @@ def _check_complete(info: VideoInfo, frames: int, duration: float | None) -> Non
         declared = f"{frames} frames" if frames > 0 else f"{duration:.2f} s"
         raise VideoError(info.path, f"truncated or corrupt: the container declares {declared}, only "
                          f"{info.num_frames} frames ({info.duration:.2f} s) are readable", stage="truncated")
+
+
+def _broken_link(path: Path) -> bool:
+    """A symbolic link whose target does not exist (or that loops)."""
+    return path.is_symlink() and not path.exists()
+
+
+def _link_problem(path: Path) -> str:
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"broken symbolic link (its target {os.readlink(path)!r} does not exist)"
+    except (RuntimeError, OSError):
+        return "symbolic link loop"
+    return "unreadable symbolic link"
 
 
 def _read_list_file(path: Path) -> list[Path]:

@@ -104,6 +104,11 @@ def score(p: Path | str, entry: Mapping[str, Any], where: str) -> int | float:
         raise InputError(p, f"{where}.score: score must be a number, got {kind(x)}")
     if isinstance(x, float) and not math.isfinite(x):
         raise InputError(p, f"{where}.score: score is {x!r} (NaN/inf scores cannot be ranked)")
+    if isinstance(x, int):
+        try:
+            float(x)
+        except OverflowError:
+            raise InputError(p, f"{where}.score: score {short(x)} is beyond a float's range") from None
     return x
 
 

@@ -19,8 +19,9 @@ from tadkit.registry import Registry
 HEADS: Registry[Callable[..., DetectionHead]] = Registry("detection head")
 
 #: head name -> module that registers it (imported on first use).
-HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts"}
-HEAD_MODULES["menet"] = "tadkit.detect.heads.menet"
+HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts",
+                "menet": "tadkit.detect.heads.menet", "bmn": "tadkit.detect.heads.bmn",
+                "refine": "tadkit.detect.heads.refine"}
 
 
 def get_head(name: str) -> Callable[..., DetectionHead]:

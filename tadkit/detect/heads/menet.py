@@ -55,9 +55,9 @@ from tadkit.detect.config import MENetConfig
 from tadkit.detect.heads import HEADS
 from tadkit.detect.heads.base import DetectionHead, weighted_mean
 from tadkit.detect.layers.align import segment_align_batched
-from tadkit.detect.layers.anchors import (anchor_map, apply_offsets, boundary_labels, match_anchors,
-                                          offset_targets)
+from tadkit.detect.layers.anchors import anchor_map, apply_offsets, match_anchors, offset_targets
 from tadkit.detect.layers.peaks import boundary_peaks, peak_pairs
+from tadkit.detect.layers.proposal_map import boundary_labels
 from tadkit.detect.layers.pyramid import level_mask
 from tadkit.detect.layers.sequence import MaskedLSTM
 from tadkit.detect.losses import balanced_bce, smooth_l1
@@ -177,8 +177,9 @@ class MENet(DetectionHead):
             length = start.shape[1]
             lmask = level_mask(mask, length, stride, start.shape[0], start.device)
             gts = [to_layer(t["segments"].to(start), stride) for t in targets]
-            g_start, g_end = (torch.stack(g) for g in zip(*[boundary_labels(g, length, cfg.boundary_radius)
-                                                             for g in gts]))
+            width = 2 * cfg.boundary_radius
+            g_start = torch.stack([boundary_labels(g[:, 0], length, width) for g in gts])
+            g_end = torch.stack([boundary_labels(g[:, 1], length, width) for g in gts])
             l_bound = 2 * (balanced_bce(start, g_start, lmask) + balanced_bce(end, g_end, lmask))
 
             anchors = outputs[f"anchors_{i}"].to(start.dtype)

@@ -13,17 +13,27 @@
   (packed; backward paths reverse each sequence within its own length).
 * :mod:`~tadkit.detect.layers.peaks` — BSN / BMN boundary-peak candidates and
   their start-end pairs.
-* :mod:`~tadkit.detect.layers.anchors` — (start, end) anchors of BSN / BMN-style
-  proposal maps and their labels: boundary-region labels, the dense anchor map,
-  best-tIoU matching, centre / duration offsets.
+* :mod:`~tadkit.detect.layers.proposal_map` — duration × start proposal maps
+  (BMN, MENet): entry geometry and validity, IoU label maps, boundary and
+  actionness labels, boundary-peak candidates read from a map.
+* :mod:`~tadkit.detect.layers.boundary_matching` — BMN's boundary-matching
+  layer (precomputed sparse sampling weights, fused with its 3-D conv).
+* :mod:`~tadkit.detect.layers.non_local` — the non-local block over 1-D
+  sequences.
+* :mod:`~tadkit.detect.layers.anchors` — MENet's anchor sets on the proposal
+  map layout: the map without its duration-0 row, best-tIoU matching, centre /
+  duration offsets.
 """
 from tadkit.detect.layers.align import segment_align, segment_align_batched
-from tadkit.detect.layers.anchors import (anchor_map, apply_offsets, boundary_labels, match_anchors,
-                                          offset_targets)
+from tadkit.detect.layers.anchors import anchor_map, apply_offsets, match_anchors, offset_targets
 from tadkit.detect.layers.attention import (TransformerBlock, TransformerEncoder, grid_patches,
                                             sinusoidal_embedding)
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions, range_max_table
+from tadkit.detect.layers.boundary_matching import BoundaryMatching, sampling_weights
+from tadkit.detect.layers.non_local import NonLocal1d
 from tadkit.detect.layers.peaks import boundary_peaks, peak_pairs
+from tadkit.detect.layers.proposal_map import (boundary_labels, cell_overlap, iou_map, map_segments, map_valid,
+                                               pair_candidates, proposal_detections)
 from tadkit.detect.layers.pyramid import (TemporalPyramid, frame_level_feature, level_centers, level_mask,
                                           pyramid_lengths, refine_top_down)
 from tadkit.detect.layers.sequence import MaskedLSTM, reverse_padded
@@ -32,5 +42,6 @@ __all__ = ["TransformerBlock", "TransformerEncoder", "grid_patches", "sinusoidal
            "boundary_max_pool", "boundary_regions", "range_max_table", "TemporalPyramid",
            "frame_level_feature", "level_centers", "level_mask", "pyramid_lengths", "refine_top_down",
            "segment_align", "segment_align_batched", "boundary_peaks", "peak_pairs", "MaskedLSTM",
-           "reverse_padded", "boundary_labels", "anchor_map", "match_anchors", "offset_targets",
-           "apply_offsets"]
+           "reverse_padded", "BoundaryMatching", "sampling_weights", "NonLocal1d", "boundary_labels",
+           "cell_overlap", "iou_map", "map_segments", "map_valid", "pair_candidates", "proposal_detections",
+           "anchor_map", "match_anchors", "offset_targets", "apply_offsets"]

@@ -6,13 +6,11 @@ and extent ``[i - ½, i + ½]``, see :mod:`tadkit.timeline`). Everything here
 works in the cell units of one feature sequence of ``length`` cells; a head
 converts ground truth into those units first.
 
-* :func:`boundary_labels` — BSN / BMN start and end labels: the overlap of each
-  cell with the region ``[t - r, t + r]`` around every ground-truth start
-  (end), as a fraction of the cell, maximum over ground truths (``r = 1.5``
-  cells in BMN and MENet).
-* :func:`anchor_map` — the dense BMN map of anchors: row ``d - 1`` holds the
-  anchors of duration ``d`` (``[s, s + d]`` at column ``s``), with the mask of
-  those that end inside the sequence.
+* :func:`anchor_map` — the dense anchors of a proposal map
+  (:mod:`~tadkit.detect.layers.proposal_map`) without its empty duration-0
+  row: row ``d - 1`` holds the anchors of duration ``d`` (``[s, s + d]`` at
+  column ``s``), with the mask of those that end inside the sequence.
+  Boundary labels are :func:`~tadkit.detect.layers.proposal_map.boundary_labels`.
 * :func:`match_anchors` — each anchor's best tIoU with the ground truth and
   the index of that ground truth (BMN's IoU map, MENet's ``G_IoU``).
 * :func:`offset_targets` / :func:`apply_offsets` — centre / duration offsets
@@ -24,27 +22,7 @@ from __future__ import annotations
 import torch
 
 from tadkit.detect.geometry import pairwise_iou
-
-
-def boundary_labels(segments: torch.Tensor, length: int, radius: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start and end labels ``(length,)`` each, in ``[0, 1]``, of ground truth ``segments (N, 2)`` (cell units).
-
-    Label of cell ``i`` = ``max_n |[i - ½, i + ½] ∩ [t_n - radius, t_n + radius]|``
-    with ``t_n`` the start (end) of segment ``n``. No segment gives zeros.
-    """
-    if segments.dim() != 2 or segments.shape[-1] != 2:
-        raise ValueError(f"boundary_labels needs segments (N, 2), got {tuple(segments.shape)}")
-    cells = torch.arange(length, device=segments.device, dtype=torch.float32)
-    lo, hi = cells - 0.5, cells + 0.5
-    out = []
-    for t in (segments[:, 0].float(), segments[:, 1].float()):
-        if t.numel() == 0:
-            out.append(torch.zeros(length, device=segments.device))
-            continue
-        inter = (torch.minimum(hi[:, None], t[None, :] + radius)
-                 - torch.maximum(lo[:, None], t[None, :] - radius)).clamp(min=0.0)     # (L, N)
-        out.append(inter.max(1).values.clamp(max=1.0))
-    return out[0], out[1]
+from tadkit.detect.layers.proposal_map import map_segments
 
 
 def anchor_map(length: int, max_duration: int | None = None,
@@ -55,9 +33,7 @@ def anchor_map(length: int, max_duration: int | None = None,
     anchor ``[s, s + d]``, valid when ``s + d < length``.
     """
     d = (length - 1) if max_duration is None else int(max_duration)
-    dur = torch.arange(1, d + 1, device=device, dtype=torch.float32)[:, None]    # (D, 1)
-    start = torch.arange(length, device=device, dtype=torch.float32)[None, :]     # (1, L)
-    anchors = torch.stack(torch.broadcast_tensors(start, start + dur), -1)        # (D, L, 2)
+    anchors = map_segments(d + 1, length, device=device)[1:]
     return anchors, anchors[..., 1] < length
 
 
@@ -88,4 +64,4 @@ def apply_offsets(anchors: torch.Tensor, offsets: torch.Tensor, max_log: float =
     return torch.stack([c2 - 0.5 * d2, c2 + 0.5 * d2], -1)
 
 
-__all__ = ["boundary_labels", "anchor_map", "match_anchors", "offset_targets", "apply_offsets"]
+__all__ = ["anchor_map", "match_anchors", "offset_targets", "apply_offsets"]

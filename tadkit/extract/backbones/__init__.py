@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from tadkit.errors import ConfigError, InputError
+from tadkit.checkpoints import read_checkpoint
 from tadkit.registry import Registry
 
 from . import i3d as _i3d
@@ -122,19 +121,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Pickles that need code execution (``weights_only=False``) are refused.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if found or "global" in str(exc).lower():
-            what = f" (it references {found.group(1)})" if found else ""
-            raise InputError(path, "refused: loading it would run arbitrary pickle code; only plain "
-                             f"tensor state dicts are accepted{what}") from None
-        raise InputError(path, "not a readable PyTorch checkpoint (invalid pickle data)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    obj = read_checkpoint(path)
     for _ in range(3):
         if isinstance(obj, Mapping):
             inner = [obj[k] for k in ("state_dict", "model_state", "model") if isinstance(obj.get(k), Mapping)]
@@ -244,11 +231,6 @@ FAMILIES.register("mfe")(Family(
     notes="MENet: cat(F(clip) - F(middle frame repeated), F(clip)); snippets every 16 frames",
     input_recipe={"rgb": _r2plus1d.INPUT_RECIPE},
 ))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = ["BACKBONES", "FAMILIES", "Family", "build", "family", "families", "load_checkpoint",

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tadkit.checkpoints import compare_weights, few
 from tadkit.errors import ConfigError, InputError
 
 #: Values of the ``classifier=`` argument of every ``load_checkpoint_state``.
@@ -69,21 +70,11 @@ def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, what: str, 
     """
     own = model.state_dict()
     optional = {k for k in own if k.endswith("num_batches_tracked")}
-    missing = [k for k in own if k not in sd and k not in optional]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {list(sd[k].shape)} (model: {list(own[k].shape)})"
-             for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({few(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({few(unexpected)})")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches ({few(wrong)})")
-    if problems:
-        extra = hint(sd, missing, unexpected) if hint is not None else ""
+    mismatch = compare_weights(model, sd, optional)
+    if mismatch:
+        extra = hint(sd, mismatch.missing, mismatch.unexpected) if hint is not None else ""
         article = "an" if what[:1].upper() in "AEIOU" else "a"
-        raise InputError(source, f"not {article} {what} checkpoint in the {fmt} layout: " + "; ".join(problems)
+        raise InputError(source, f"not {article} {what} checkpoint in the {fmt} layout: " + mismatch.describe()
                          + (f"; {extra}" if extra else ""))
     full = dict(sd)
     for k in optional:
@@ -136,9 +127,3 @@ def strided_positions(length: int, stride: int) -> torch.Tensor:
 def no_classifier_error(name: str) -> ConfigError:
     return ConfigError(f"{name} has no classifier (the loaded checkpoint had none, or it was dropped); "
                        "class scores are unavailable")
-
-
-def few(items: Sequence[str], n: int = 4) -> str:
-    items = list(items)
-    shown = ", ".join(items[:n])
-    return shown + (f", ... {len(items) - n} more" if len(items) > n else "")
