@@ -33,7 +33,9 @@ class MLTPNConfig:
     ``channels × t × c`` maps. ``num_scales`` pyramid levels have strides 4, 8,
     16, ... input cells. Anchors: ``num_anchors`` widths per cell, ``anchor_base
     × stride × ratio`` cells wide, ratios geometric in ``[anchor_min_ratio,
-    anchor_max_ratio]`` unless ``anchor_ratios`` lists them.
+    anchor_max_ratio]`` unless ``anchor_ratios`` lists them. ``classifier``:
+    ``softmax`` over ``C+1`` classes (the paper's) or one ``sigmoid`` per class;
+    both train every class of ground truths sharing an anchor's segment.
     """
 
     embed_dim: int = 256
@@ -58,6 +60,7 @@ class MLTPNConfig:
     conf_weight: float = 10.0
     reg_weight: float = 0.3
     score: Literal["product", "class"] = "product"
+    classifier: Literal["softmax", "sigmoid"] = "softmax"
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -72,9 +75,9 @@ class MLTPNConfig:
                grid_dim="[0, inf)", patch_size="[1, inf)", stt_dim="[1, inf)", stt_spatial_layers="[0, inf)",
                stt_temporal_layers="[0, inf)", fsa_dim="[1, inf)", fsa_layers="[0, inf)",
                num_heads="[1, inf)", mlp_ratio="(0, inf)", tower_layers="[1, inf)", boundary_dim="[1, inf)",
-               bp_inner="[0, inf)", bp_outer="[0, inf)", refine_iou="[0, 1)", alpha="[0, inf)",
-               beta="[0, inf)", focal_alpha="[0, 1]", focal_gamma="[0, inf)", prior_prob="(0, 1)",
-               dropout="[0, 1)")
+               bp_inner="[0, inf)", bp_outer="[0, inf)", bp_min="[0, inf)", refine_iou="[0, 1)",
+               alpha="[0, inf)", beta="[0, inf)", focal_alpha="[0, 1]", focal_gamma="[0, inf)",
+               prior_prob="(0, 1)", dropout="[0, 1)")
 @dataclass
 class TALMTSConfig:
     """Settings of the TAL-MTS head (Gao et al.; ``tadkit/detect/heads/talmts.py``).
@@ -87,9 +90,14 @@ class TALMTSConfig:
     (0: no grid, one token per snippet), ``grid_dim`` its channels (0: the
     feature dim), ``patch_size`` FSA's patch side in grid cells. Boundary
     pooling regions reach ``bp_inner`` / ``bp_outer`` of the coarse length
-    inside / outside each boundary. Loss (eq. 7): ``alpha`` weighs the
-    localisation terms, ``beta`` the quality BCE; refinement positives have
-    coarse tIoU > ``refine_iou``.
+    inside / outside each boundary, at least ``bp_min`` cells of the pooled
+    feature (AFSD: ¼, 1/10, one cell); the quality ``ε`` is predicted from the
+    ``quality_branch`` (``loc``, as AFSD, or ``cls``). Loss (eq. 7): ``alpha``
+    weighs the localisation terms, ``beta`` the quality BCE; refinement
+    positives have coarse tIoU > ``refine_iou``. ``stored_levels``: the lowest
+    pyramid levels are the stored backbone levels ``data.levels`` names
+    (finest first; the paper: I3D Mixed_4f and Mixed_5c) instead of strided
+    convs over the snippet features.
     """
 
     dim: int = 512
@@ -98,6 +106,7 @@ class TALMTSConfig:
     rfp: bool = True
     stt: bool = True
     fsa: bool = True
+    stored_levels: bool = False
     grid_size: int = 0
     grid_dim: int = 0
     patch_size: int = 1
@@ -111,7 +120,9 @@ class TALMTSConfig:
     tower_layers: int = 1
     boundary_dim: int = 128
     bp_inner: float = 0.25
-    bp_outer: float = 0.125
+    bp_outer: float = 0.1
+    bp_min: float = 1.0
+    quality_branch: Literal["loc", "cls"] = "loc"
     refine_iou: float = 0.5
     alpha: float = 10.0
     beta: float = 1.0

@@ -60,6 +60,8 @@ KEY_HELP: dict[str, str] = {
     "mltpn.conf_weight": "Weight of the IoU-confidence loss (paper: 10).",
     "mltpn.reg_weight": "Weight of the boundary (1 - GIoU) loss (paper: 0.3).",
     "mltpn.score": "Detection score: product = p(class) x confidence, class = p(class).",
+    "mltpn.classifier": "Class scores: softmax over C+1 classes (the paper's) or one sigmoid per class; "
+                        "both train every class of ground truths sharing an anchor's segment.",
     "mltpn.dropout": "Dropout before the prediction heads.",
     # -- TAL-MTS
     "talmts.dim": "Channels of every pyramid level (paper: 512).",
@@ -69,6 +71,8 @@ KEY_HELP: dict[str, str] = {
     "talmts.rfp": "Ablation switch: top-down refinement of the pyramid (RFP).",
     "talmts.stt": "Ablation switch: the spatial-temporal transformer feeding classification (STT).",
     "talmts.fsa": "Ablation switch: frame-level patch self-attention feeding refinement (FSA).",
+    "talmts.stored_levels": "Build the lowest pyramid levels from the stored levels data.levels names (finest "
+                            "first; the paper: [Mixed_4f, Mixed_5c]), resampled onto the levels' cells.",
     "talmts.grid_size": "Side g of the features' per-snippet spatial grid (tadkit extract --spatial-grid); "
                         "0: no grid, one token per snippet.",
     "talmts.grid_dim": "Channels of the spatial grid; 0: the feature dim.",
@@ -84,7 +88,9 @@ KEY_HELP: dict[str, str] = {
     "talmts.boundary_dim": "Channels of the boundary-pooling refinement branch.",
     "talmts.bp_inner": "Boundary pooling reaches this fraction of the coarse segment length inside "
                        "each boundary.",
-    "talmts.bp_outer": "... and this fraction outside it.",
+    "talmts.bp_outer": "... and this fraction outside it (AFSD: 1/10).",
+    "talmts.bp_min": "Boundary regions span at least this many cells of the pooled feature (AFSD: 1).",
+    "talmts.quality_branch": "Branch the quality score is predicted from: loc (AFSD's) or cls.",
     "talmts.refine_iou": "Refinement positives: positives whose coarse segment has tIoU above this with "
                          "their ground truth.",
     "talmts.alpha": "Weight of the localisation losses (paper: 10 on THUMOS14, 1 on ActivityNet).",
