@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from synth_annotations import random_annotations
 from tadkit.cli import cli
 from tadkit.data.annotations import load_annotations
 from tadkit.data.synthetic import SynthFeatureConfig, synth_features
@@ -23,19 +23,8 @@ TINY = ["data.length=32", "menet.dim=8", "menet.asp_dim=8", "menet.align_bins=4"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("menet_cli")
-    rng = np.random.default_rng(4)
-    db = {}
-    for i in range(8):
-        anns, t = [], float(rng.uniform(0.5, 3))
-        while t < 22:
-            length = float(rng.uniform(2.0, 8.0))
-            label = ["Jump", "Run", "Swim"][int(rng.integers(3))]
-            anns.append({"label": label, "segment": [round(t, 2), round(t + length, 2)]})
-            t += length + float(rng.uniform(2, 6))
-        db[f"vid{i:02d}"] = {"subset": "training" if i < 6 else "validation", "duration": 30.0, "fps": 10.0,
-                             "annotations": anns}
-    ann = root / "ann.json"
-    ann.write_text(json.dumps({"version": "test", "database": db}))
+    ann = random_annotations(root / "ann.json", videos=8, train=6, duration=30.0, fps=10.0, until=22, seed=4,
+                             classes=("Jump", "Run", "Swim"), first=(0.5, 3), length=(2.0, 8.0), gap=(2, 6))
     feats = root / "feats"
     synth_features(load_annotations(ann), feats, SynthFeatureConfig(feature_dim=8, clip_len=4, stride=4, fps=10.0))
     return root, ann, feats
