@@ -2,30 +2,43 @@
 
 Steps (the user story of issue 7, on CPU)::
 
-    tadkit data synth-features --annotations thumos14.json --subset validation,test --out WORK/feats
-    tadkit detect train --config configs/mltpn/thumos14.yaml --features WORK/feats \\
-        --annotations thumos14.json --out WORK/run --set ...   (a CPU-sized MLTPN, see CPU_OVERRIDES)
-    tadkit detect infer --run WORK/run --features WORK/feats --subset test --out WORK/preds.json
-    THUMOS14 mAP@0.3:0.7 (tadkit.evaluate, thumos14 protocol) of MLTPN and of the baseline
+    tadkit data synth-features --annotations thumos14.json --subset validation,test --out WORK/feats_...
+    tadkit detect train --config CONFIG --features WORK/feats_... --annotations thumos14.json \\
+        --out WORK/run_NAME --set ...     (the config at a CPU width, see CPU_WIDTH)
+    tadkit detect infer --run WORK/run_NAME --features WORK/feats_... --subset test --out WORK/preds_NAME.json
+    THUMOS14 mAP@0.3:0.7 (tadkit.evaluate, thumos14 protocol): MLTPN and the baseline, per class too
 
 The baseline is a linear classifier over single snippets (C + 1 classes, trained
 with cross-entropy on the validation videos); its detections are the runs of
 consecutive snippets sharing a non-background arg-max class, scored by the
 mean probability of that class over the run.
 
-Prints training seconds per epoch, inference videos per second and the mAP
-table, and writes them as JSON (``--json``). Usage::
+Only the architecture widths are overridden (``CPU_WIDTH``); optimiser, schedule
+and epochs come from ``--config`` (``configs/mltpn/thumos14.yaml``, the default
+recipe; ``configs/mltpn/thumos14_paper.yaml`` for the paper's SGD), so the
+figures are those of the config a user starts from. ``--feature-dim``,
+``--clip-len``, ``--stride`` and ``--fps`` set the synthetic features (32-dim at
+about 3.75 snippets/s by default; ``--feature-dim 256 --stride 4 --fps 30`` is
+I3D's 7.5 snippets/s). To compare with another commit, run this script with
+``PYTHONPATH`` pointing at an export of that commit and ``--config`` at its
+config file.
 
-    python benchmarks/detect_mltpn.py --annotations path/to/thumos14.json --work /tmp/bench
+Prints and writes (``--json``) training seconds per epoch (wall and CPU), the
+loss curve, inference speed, the mAP table and the per-class average AP.
+Usage::
+
+    python benchmarks/detect_mltpn.py --annotations thumos14.json --work /tmp/bench --threads 1
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -38,92 +51,158 @@ from tadkit.timeline import TimeAxis, grid_to_segments
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: MLTPN sized for a 2-core CPU: the paper's 6 THMs, 5 scales and 7 anchors, narrower maps.
-CPU_OVERRIDES = [
+#: MLTPN sized for a 2-core CPU: the paper's 6 THMs, 5 scales and 7 anchors, narrower maps (0.27 M
+#: parameters over 256-dim features instead of 6.6 M at the paper's widths). Nothing else is overridden.
+CPU_WIDTH = [
     "mltpn.embed_dim=32", "mltpn.transform_k1=8", "mltpn.transform_k2=8", "mltpn.thm_channels=16",
     "mltpn.thm_out_channels=16", "mltpn.head_squeeze=2", "mltpn.mfm_reduction=4",
-    "optim.name=adam", "optim.lr=1e-3", "optim.weight_decay=0", "train.batch_size=16",
-    "train.checkpoint_every=100",
 ]
+#: benchmark housekeeping (no effect on the model): checkpoints only at the end, a loss every 20 steps
+HOUSEKEEPING = ["train.checkpoint_every=1000", "train.log_every=20"]
 
 #: an alternative post-processing, applied to the saved candidates without the model
 SOFT_NMS = ["method=gaussian", "sigma=0.5", "voting=true", "voting_iou=0.7", "max_per_video=200"]
 
+#: the THUMOS14 classes whose instances are annotated twice (every CliffDiving is also a Diving)
+TWIN_CLASSES = ("CliffDiving", "Diving")
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_arguments(ap, REPO / "configs" / "mltpn" / "thumos14.yaml")
+    ap.add_argument("--name", default="mltpn", help="run name: WORK/run_NAME, WORK/preds_NAME.json")
+    ap.add_argument("--softnms", action="store_true",
+                    help="also re-post-process the candidates with Gaussian soft-NMS + voting (no model)")
+    args = ap.parse_args(argv)
+    work, feats = prepare(args)
+    overrides = ([] if args.full_width else CPU_WIDTH) + HOUSEKEEPING + epoch_overrides(args) + args.overrides
+    run = work / f"run_{args.name}"
+    train(f"train {args.name}", args.config, feats, args.annotations, run, overrides)
+    figures = {"run": args.name, "config": str(args.config), "overrides": overrides, **training_figures(run)}
+    raw = work / f"candidates_{args.name}.json"
+    figures.update(evaluate(run, feats, args.annotations, work / f"preds_{args.name}.json", raw=raw))
+    if args.softnms:
+        soft = work / f"preds_{args.name}_softnms.json"
+        argv = ["detect", "postprocess", "--candidates", str(raw), "--run", str(run), "--out", str(soft)]
+        run_tadkit("re-tune post-processing", argv + sum((["--set", o] for o in SOFT_NMS), []))
+        figures["softnms"] = score(args.annotations, soft)
+        figures["softnms_settings"] = SOFT_NMS
+    if args.baseline:
+        figures["linear_baseline"] = baseline_figures(args.annotations, feats, work / "linear_baseline.json")
+    figures.update(environment())
+    report(figures, args.json)
+    return figures
+
+
+# --------------------------------------------------------------------------- shared with detect_talmts.py
+def add_common_arguments(ap: argparse.ArgumentParser, default_config: Path) -> None:
+    """Options every detection benchmark takes (data, features, config, epochs, threads, output)."""
     ap.add_argument("--annotations", required=True,
                     help="THUMOS14 annotations (ActionFormer's thumos14.json) whose timeline the features follow")
-    ap.add_argument("--work", default="/tmp/tadkit-bench-mltpn")
-    ap.add_argument("--epochs", type=int, default=20,
-                    help="the paper's schedule: 20 epochs, lr x0.1 after 3/4 of them (15)")
+    ap.add_argument("--work", default="/tmp/tadkit-bench-detect")
+    ap.add_argument("--config", type=Path, default=default_config, help="detection config to train")
+    ap.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: the config's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    help="extra config overrides for detect train")
+                    help="extra config overrides for detect train (applied last)")
+    ap.add_argument("--full-width", action="store_true", help="train the config's own widths, not CPU_WIDTH")
+    ap.add_argument("--feature-dim", type=int, default=32, help="synthetic feature channels")
+    ap.add_argument("--clip-len", type=int, default=16, help="frames per synthetic snippet")
+    ap.add_argument("--stride", type=int, default=8, help="frames between synthetic snippets")
+    ap.add_argument("--fps", type=float, default=None, help="sample fps (default: each video's own)")
+    ap.add_argument("--levels", default=None,
+                    help="also store synthetic backbone levels, steps per snippet (e.g. 2,1: levels x2, x1)")
+    ap.add_argument("--baseline", action="store_true", help="also train and score the linear baseline")
     ap.add_argument("--json", default=None, help="write the figures here")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads (1 is fastest on a busy shared CPU)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared CPU)")
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Threads, warnings, the work folder and the synthetic features; returns ``(work, features)``."""
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    feats, run, preds = work / "feats", work / "run", work / "preds.json"
-    warnings.simplefilter("ignore")
+    fps = "own" if args.fps is None else f"{args.fps:g}"
+    levels = f"_levels{args.levels.replace(',', '-')}" if args.levels else ""
+    feats = work / f"feats_d{args.feature_dim}_c{args.clip_len}_s{args.stride}_fps{fps}{levels}"
+    cmd = ["data", "synth-features", "--annotations", args.annotations, "--subset", "validation,test",
+           "--out", str(feats), "--feature-dim", str(args.feature_dim), "--clip-len", str(args.clip_len),
+           "--stride", str(args.stride)]
+    cmd += ([] if args.fps is None else ["--fps", str(args.fps)]) + (["--levels", args.levels] if args.levels else [])
+    run_tadkit("synthetic features", cmd)
+    return work, feats
 
-    run_tadkit("synthetic features", ["data", "synth-features", "--annotations", args.annotations,
-                                 "--subset", "validation,test", "--out", str(feats)])
-    epochs = args.epochs
-    overrides = CPU_OVERRIDES + [f"train.epochs={epochs}", f"schedule.milestones=[{max(1, epochs * 3 // 4)}]"]
-    overrides += args.overrides
-    if not (run / "checkpoints" / "last.pt").exists():
-        train_args = ["detect", "train", "--config", str(REPO / "configs" / "mltpn" / "thumos14.yaml"),
-                      "--features", str(feats), "--annotations", args.annotations, "--out", str(run)]
-        for o in overrides:
-            train_args += ["--set", o]
-        run_tadkit("train MLTPN", train_args)
-    epoch_seconds = [r["seconds"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
-                     if r["event"] == "epoch"]
-    t0 = time.perf_counter()
-    raw = work / "candidates.json"
-    run_tadkit("infer MLTPN", ["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "test",
-                          "--out", str(preds), "--raw", str(raw)])
-    infer_seconds = time.perf_counter() - t0
-    soft = work / "preds_softnms.json"
-    run_tadkit("re-tune post-processing", ["detect", "postprocess", "--candidates", str(raw), "--run", str(run),
-                                      "--out", str(soft)] + sum((["--set", o] for o in SOFT_NMS), []))
 
-    protocol = get_protocol("thumos14")
-    gt = load_ground_truth(args.annotations, subset="test")
-    mltpn = protocol.evaluate_detection(gt, load_predictions(preds))
-    mltpn_soft = protocol.evaluate_detection(gt, load_predictions(soft))
-    t0 = time.perf_counter()
-    baseline_preds = work / "baseline.json"
-    linear_baseline(args.annotations, feats, baseline_preds)
-    baseline_seconds = time.perf_counter() - t0
-    base = protocol.evaluate_detection(gt, load_predictions(baseline_preds))
+def epoch_overrides(args: argparse.Namespace) -> list[str]:
+    return [] if args.epochs is None else [f"train.epochs={args.epochs}"]
 
-    n_test = len(load_annotations(args.annotations).subset("test").video_ids())
-    thresholds = [round(float(t), 2) for t in mltpn.tiou_thresholds]
-    figures = {
-        "epochs": len(epoch_seconds),
-        "train_seconds_per_epoch": round(float(np.median(epoch_seconds)), 2),
-        "infer_seconds": round(infer_seconds, 2),
-        "infer_videos_per_second": round(n_test / infer_seconds, 2),
-        "mltpn_mAP": dict(zip(thresholds, np.round(mltpn.mAP * 100, 2).tolist())),
-        "mltpn_average_mAP_0.3_0.7": round(mltpn.average_mAP * 100, 2),
-        "mltpn_softnms_mAP": dict(zip(thresholds, np.round(mltpn_soft.mAP * 100, 2).tolist())),
-        "mltpn_softnms_average_mAP_0.3_0.7": round(mltpn_soft.average_mAP * 100, 2),
-        "softnms_settings": SOFT_NMS,
-        "baseline_mAP": dict(zip(thresholds, np.round(base.mAP * 100, 2).tolist())),
-        "baseline_average_mAP_0.3_0.7": round(base.average_mAP * 100, 2),
-        "baseline_seconds": round(baseline_seconds, 2),
-        "overrides": overrides,
-        "torch_threads": torch.get_num_threads(),
-    }
-    print(json.dumps(figures, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
-    return figures
+
+def train(name: str, config: Path, feats: Path, annotations: str, run: Path, overrides: Sequence[str]) -> None:
+    """``tadkit detect train`` unless ``run`` already holds a finished run."""
+    if (run / "checkpoints" / "last.pt").exists():
+        return
+    argv = ["detect", "train", "--config", str(config), "--features", str(feats), "--annotations", annotations,
+            "--out", str(run)]
+    for o in overrides:
+        argv += ["--set", o]
+    run_tadkit(name, argv)
+
+
+def training_figures(run: Path) -> dict[str, Any]:
+    """Seconds per epoch and the loss curve (per epoch and per logged step) of a finished run."""
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    steps = [r for r in records if r["event"] == "step"]
+    return {"epochs": len(epochs),
+            "train_seconds_per_epoch": round(float(np.median([r["seconds"] for r in epochs])), 1) if epochs else None,
+            "loss_per_epoch": [round(float(r["loss"]), 4) for r in epochs],
+            "loss_steps": [[r["epoch"], r["iter"], round(float(r["loss"]), 4)] for r in steps]}
+
+
+def evaluate(run: Path, feats: Path, annotations: str, preds: Path, checkpoint: str = "last",
+             raw: Path | None = None) -> dict[str, Any]:
+    """Infer the test videos with ``checkpoint`` of ``run`` and score them; wall and CPU seconds too."""
+    n_test = len(load_annotations(annotations).subset("test").video_ids())
+    wall, cpu = time.perf_counter(), time.process_time()
+    argv = ["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "test", "--out", str(preds),
+            "--checkpoint", checkpoint]
+    run_tadkit(f"infer {run.name} ({checkpoint})", argv + ([] if raw is None else ["--raw", str(raw)]))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"infer_seconds": round(wall, 1), "infer_cpu_seconds": round(cpu, 1),
+            "infer_videos_per_second": round(n_test / wall, 2), **score(annotations, preds)}
+
+
+def score(annotations: str, preds: Path) -> dict[str, Any]:
+    """THUMOS14 mAP (%) per threshold, its 0.3:0.7 average and every class's 0.3:0.7 average AP."""
+    res = get_protocol("thumos14").evaluate_detection(load_ground_truth(annotations, subset="test"),
+                                                      load_predictions(preds))
+    thresholds = [round(float(t), 2) for t in res.tiou_thresholds]
+    rows = np.isin(np.round(res.tiou_thresholds, 6), np.round(res.average_over, 6))
+    per_class = res.ap[rows].mean(0) * 100
+    return {"mAP": dict(zip(thresholds, np.round(res.mAP * 100, 2).tolist())),
+            "average_mAP_0.3_0.7": round(res.average_mAP * 100, 2),
+            "class_AP_0.3_0.7": {lab: round(float(v), 2) for lab, v in zip(res.labels, per_class)}}
+
+
+def baseline_figures(annotations: str, feats: Path, out: Path) -> dict[str, Any]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    linear_baseline(annotations, feats, out)
+    return {"seconds": round(time.perf_counter() - wall, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
+            **score(annotations, out)}
+
+
+def environment() -> dict[str, Any]:
+    """Threads and the process's CPU time / peak RSS so far (the machine is shared: wall time varies)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return {"torch_threads": torch.get_num_threads(), "process_cpu_seconds": round(use.ru_utime + use.ru_stime, 1),
+            "peak_rss_mb": round(use.ru_maxrss / 1024, 1)}
+
+
+def report(figures: dict[str, Any], path: str | None) -> None:
+    text = json.dumps(figures, indent=1)
+    print(text)
+    if path:
+        Path(path).write_text(text)
 
 
 def linear_baseline(annotations: str, feats: Path, out: Path, steps: int = 300, seed: int = 0) -> None:
@@ -180,12 +259,12 @@ def _runs(prob: np.ndarray) -> list[tuple[int, int, int, float]]:
 
 
 def run_tadkit(name: str, argv: list[str]) -> None:
-    """Run ``tadkit ARGV`` in-process, timing it; stop the benchmark if it fails."""
-    t0 = time.perf_counter()
+    """Run ``tadkit ARGV`` in-process, timing it (wall and CPU); stop the benchmark if it fails."""
+    wall, cpu = time.perf_counter(), time.process_time()
     code = tadkit_main(argv)
     if code != 0:
         sys.exit(f"{name} failed (exit {code}): tadkit {' '.join(argv)}")
-    print(f"[{name}] {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"[{name}] {time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from tadkit.detect.heads.mltpn import (MLTPN, TemporalHModule, anchor_ratios, an
                                        build_mltpn, decode_segments, generate_anchors, mine_negatives)
 from tadkit.errors import ConfigError
 
+from oracle_pyramid import conv_geometry, receptive_centres
+
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -19,10 +21,28 @@ TINY = dict(embed_dim=8, transform_k1=4, transform_k2=4, thm_channels=8, thm_out
 
 
 def test_anchor_generation_hand_values():
-    a = generate_anchors([2, 1], [4, 8], [0.5, 1.0], base=1.0)
-    # scale 0: centres 1.5, 5.5, widths 2 and 4; scale 1: centre 3.5, widths 4 and 8
-    expected = [[0.5, 2.5], [-0.5, 3.5], [4.5, 6.5], [3.5, 7.5], [1.5, 5.5], [-0.5, 7.5]]
+    a = generate_anchors([2, 2], [4, 8], [0.5, 1.0], base=1.0)
+    # scale 0: centres 0, 4, widths 2 and 4; scale 1: centres 0, 8, widths 4 and 8
+    expected = [[-1, 1], [-2, 2], [3, 5], [2, 6], [-2, 2], [-4, 4], [6, 10], [4, 12]]
     np.testing.assert_allclose(a.numpy(), expected)
+
+
+def test_anchor_centres_are_the_receptive_field_centres():
+    head = build_head("mltpn", MLTPNConfig(**{**TINY, "num_scales": 4}), in_dim=6, num_classes=3).eval()
+    convs = [conv_geometry(head.base[0]), conv_geometry(head.base[2])]
+    convs += [conv_geometry(block[0]) for block in head.thms[0].encoder]  # the THM encoder: (3,1) s(2,1) p(1,0)
+    length = 512
+    anchors = head(torch.randn(1, 6, length))["anchors"].reshape(-1, len(head.ratios), 2)
+    centres = anchors.mean(-1)
+    assert torch.all(centres == centres[:, :1])  # every ratio of a cell shares its centre
+    offset = 0
+    for scale, s in enumerate(head.strides()):
+        n = length // s
+        oracle = receptive_centres(convs[:2 + scale], length)
+        assert len(oracle) >= 2, (scale, oracle)
+        for j, centre in oracle.items():
+            assert float(centres[offset + j, 0]) == centre
+        offset += n
 
 
 def test_anchor_ratios_config_switches():
@@ -51,6 +71,24 @@ def test_assign_targets_without_ground_truth_is_all_background():
     anchors = generate_anchors([3], [4], [1.0])
     lab, matched, max_iou = assign_targets(anchors, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
     assert lab.tolist() == [0, 0, 0] and matched.tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("classifier", ["softmax", "sigmoid"])
+def test_twin_segments_train_both_classes_alike(classifier):
+    # THUMOS14 annotates every CliffDiving instance as Diving too: both classes need the same targets
+    torch.manual_seed(0)
+    head = build_head("mltpn", MLTPNConfig(**{**TINY, "classifier": classifier}), in_dim=6, num_classes=3)
+    out = head(torch.randn(1, 6, 64))
+    logits = torch.zeros_like(out["cls_logits"], requires_grad=True)  # every class equally likely
+    twin, labels = torch.tensor([[8.0, 24.0], [8.0, 24.0]]), torch.tensor([0, 2])
+    head.loss({**out, "cls_logits": logits}, None, [{"segments": twin, "labels": labels}])["loss"].backward()
+    pos = assign_targets(out["anchors"], twin, labels)[0] > 0
+    assert pos.sum() >= 2
+    k = 1 if classifier == "softmax" else 0  # logit of class 0 (the softmax has background first)
+    grad = logits.grad[0, pos]
+    assert torch.all(grad[:, k] < 0)                   # both twin classes are pushed up ...
+    torch.testing.assert_close(grad[:, k], grad[:, k + 2])  # ... by the same amount on every positive
+    assert torch.all(grad[:, k + 1] > 0)               # the third class is pushed down
 
 
 def test_hard_negative_mining_quota():

@@ -17,14 +17,16 @@ from tadkit.config import load_config
 from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
 from tadkit.detect.config import DetectConfig, TALMTSConfig
 from tadkit.detect.heads import build_head, get_head
-from tadkit.detect.heads.talmts import (TALMTS, assign_locations, fuse_scores, instance_classes,
-                                        offset_targets, refine_segments)
+from tadkit.detect.heads.talmts import TALMTS, assign_locations, fuse_scores, offset_targets, refine_segments
 from tadkit.detect.layers import (TemporalPyramid, TransformerEncoder, boundary_max_pool, boundary_regions,
-                                  frame_level_feature, grid_patches, level_centers, level_mask, pyramid_lengths,
-                                  range_max_table, refine_top_down, sinusoidal_embedding)
+                                  frame_level_feature, grid_patches, instance_classes, level_centers, level_mask,
+                                  pyramid_lengths, range_max_table, refine_top_down, sinusoidal_embedding,
+                                  to_level_cells)
 from tadkit.detect.layers.boundary import region_cells
 from tadkit.errors import ConfigError
 from tadkit.timeline import num_sampled_frames, snippet_centers
+
+from oracle_pyramid import conv_geometry, receptive_centres
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -77,10 +79,20 @@ def test_boundary_pooling_gradient_reaches_the_argmax_cells():
 def test_region_cells_and_boundary_regions_by_hand():
     lo, hi = region_cells(torch.tensor([[[3.0, 3.0], [3.5, 3.5], [1.2, 2.4], [7.0, 9.0]]]), 8)
     assert lo.tolist() == [[3, 3, 1, 7]] and hi.tolist() == [[3, 4, 2, 7]]
-    start, end = boundary_regions(torch.tensor([[10.0, 18.0], [4.0, 4.5]]), inner=0.25, outer=0.125)
+    start, end = boundary_regions(torch.tensor([[10.0, 18.0], [4.0, 4.5]]), inner=0.25, outer=0.125,
+                                  min_extent=0.5)
     # w = 8: start [10 - 1, 10 + 2], end [18 - 2, 18 + 1]; w = 0.5: every reach clamps to 0.5
     np.testing.assert_allclose(start.numpy(), [[9.0, 12.0], [3.5, 4.5]])
     np.testing.assert_allclose(end.numpy(), [[16.0, 19.0], [4.0, 5.0]])
+
+
+def test_boundary_regions_default_to_afsd():
+    # AFSD: a quarter of the segment inside, a tenth outside, at least one cell each way
+    start, end = boundary_regions(torch.tensor([[10.0, 50.0], [4.0, 6.0]]))
+    np.testing.assert_allclose(start.numpy(), [[6.0, 20.0], [3.0, 5.0]])
+    np.testing.assert_allclose(end.numpy(), [[40.0, 54.0], [5.0, 7.0]])
+    cfg = TALMTSConfig()
+    assert (cfg.bp_inner, cfg.bp_outer, cfg.bp_min, cfg.quality_branch) == (0.25, 0.1, 1.0, "loc")
 
 
 def test_range_max_table_by_hand():
@@ -119,15 +131,37 @@ def test_rfp_refinement_is_nearest_top_down_addition():
     assert ra.tolist() == [[[110.0, 111.0, 122.0, 123.0, 234.0]]]      # rb at indices 0, 0, 1, 1, 2
 
 
-def test_frame_level_feature_is_centre_aligned_linear_interpolation():
-    level = torch.arange(4.0).reshape(1, 1, 4)  # stride 4 over 16 input cells
-    out = frame_level_feature(level, 16)[0, 0]
-    g = torch.arange(16.0)
-    np.testing.assert_allclose(out.numpy(), ((g + 0.5) / 4 - 0.5).clamp(0, 3).numpy(), atol=1e-6)
+def test_frame_level_feature_reads_the_level_at_its_cell_centres():
+    # a level whose cells hold their own centres (0, 4, 8, 12) must give every input cell its position
+    level = level_centers(4, 4).reshape(1, 1, 4)  # stride 4 over 16 input cells
+    out = frame_level_feature(level, 16, 4)[0, 0]
+    np.testing.assert_allclose(out.numpy(), torch.arange(16.0).clamp(max=12).numpy(), atol=1e-6)
+    two = torch.stack([level[0, 0], -level[0, 0]])[None]  # channels and batch go along
+    np.testing.assert_allclose(frame_level_feature(two, 16, 4)[0, 1].numpy(), -out.numpy(), atol=1e-6)
+    assert frame_level_feature(level, 4, 1).tolist() == level.tolist()  # stride 1: the cells themselves
+
+
+@pytest.mark.parametrize("first_stride", [1, 2, 4])
+def test_level_centers_are_the_receptive_field_centres(first_stride):
+    head = TALMTS(TALMTSConfig(**{**TINY, "first_stride": first_stride, "num_levels": 5}), 12, 3).eval()
+    pyr = head.pyramid
+    convs = [conv_geometry(layer.conv) for layer in list(pyr.stem) + list(pyr.down)]
+    first = len(pyr.stem)
+    length = 512
+    points = head(torch.randn(1, 12, length))["points"]
+    offset = 0
+    for level, (n, s) in enumerate(zip(pyramid_lengths(length, first_stride, 5), pyr.strides)):
+        oracle = receptive_centres(convs[:first + level], length)
+        assert len(oracle) >= 2, (level, oracle)
+        for j, centre in oracle.items():
+            assert float(level_centers(n, s)[j]) == centre
+            assert float(points[offset + j]) == centre  # the head's locations use them
+            assert float(to_level_cells(torch.tensor(centre), s)) == j
+        offset += n
 
 
 def test_level_centers_and_mask_by_hand():
-    assert level_centers(3, 4).tolist() == [1.5, 5.5, 9.5]
+    assert level_centers(3, 4).tolist() == [0.0, 4.0, 8.0]
     mask = torch.tensor([[True] * 9 + [False] * 3])
     assert level_mask(mask, 3, 4).tolist() == [[True, True, True]]
     assert level_mask(mask, 3, 4)[0].tolist() == level_mask(mask[:, :9], 3, 4)[0].tolist()
@@ -265,6 +299,17 @@ def test_forward_shapes_on_odd_length_and_padding():
     assert head.stride == 16 and head.describe()["strides"] == [2, 4, 8, 16]
 
 
+@pytest.mark.parametrize("branch,used,unused", [("loc", 0, 1), ("cls", 1, 0)])
+def test_quality_comes_from_the_configured_branch(branch, used, unused):
+    # AFSD (and the default) predicts the quality ε from the localisation branch's boundary features
+    torch.manual_seed(0)
+    x, mask, _, _ = _batch()
+    head = TALMTS(TALMTSConfig(**{**TINY, "quality_branch": branch}), 12, 3)
+    head(x, mask)["quality_logits"].sum().backward()
+    assert head.refine.fuse[used][0].weight.grad.abs().sum() > 0
+    assert head.refine.fuse[unused][0].weight.grad is None
+
+
 def test_loss_without_ground_truth_is_finite():
     head = TALMTS(TALMTSConfig(**TINY), 12, 3)
     x, mask, _, _ = _batch()
@@ -305,18 +350,12 @@ def test_grid_configuration_errors():
 
 
 def test_registry_builds_talmts_from_config_files():
-    for name in ("thumos14", "anet"):
+    for name in ("thumos14", "anet", "thumos14_paper", "anet_paper"):
         cfg = load_config(DetectConfig, Path(__file__).parents[1] / "configs" / "talmts" / f"{name}.yaml")
-        assert cfg.head == "talmts" and cfg.optim.lr == 1e-5 and cfg.optim.weight_decay == 1e-3
-        assert cfg.talmts.alpha == (10.0 if name == "thumos14" else 1.0)
-        assert cfg.postprocess.iou_threshold == (0.3 if name == "thumos14" else 0.85)
-    tuned = load_config(DetectConfig, Path(__file__).parents[1] / "configs" / "talmts" / "thumos14_tuned.yaml")
-    assert tuned.talmts == load_config(DetectConfig, Path(__file__).parents[1] / "configs" / "talmts"
-                                       / "thumos14.yaml").talmts
-    assert (tuned.optim.lr, tuned.train.batch_size) == (1e-4, 16)
+        assert cfg.head == "talmts" and cfg.talmts.alpha == (10.0 if name.startswith("thumos14") else 1.0)
+        assert pyramid_lengths(cfg.data.length, cfg.talmts.first_stride, cfg.talmts.num_levels) == [64, 32, 16, 8, 4, 2]
     head = build_head("talmts", TALMTSConfig(**TINY), 12, 3)
     assert isinstance(head, TALMTS) and get_head("talmts") is get_head("talmts")
-    assert pyramid_lengths(cfg.data.length, cfg.talmts.first_stride, cfg.talmts.num_levels) == [64, 32, 16, 8, 4, 2]
 
 
 # --------------------------------------------------------------------------- CLI end to end

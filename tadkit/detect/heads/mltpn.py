@@ -19,14 +19,20 @@ The ``c`` axis is the feature width: THM convolutions run along time only
 1×1 squeeze and a flatten turn each cell into a vector.
 
 Anchors (grid units of the input): scale ``i`` has stride ``s = 4·2^i``
-input cells; cell ``j`` is centred at ``(j + 0.5)·s - 0.5`` and holds
+input cells; cell ``j`` is centred at ``j·s``, the centre of its receptive
+field through the kernel-3, stride-2, padding-1 convolutions
+(:func:`~tadkit.detect.layers.pyramid.level_centers`), and holds
 ``num_anchors`` anchors of width ``anchor_base · s · r`` for each ratio ``r``.
 
 Losses (paper eq. 7): softmax cross-entropy over ``C+1`` classes on positives
 and hard-mined negatives, Smooth-L1 between the sigmoid confidence and the IoU
 of the (detached) predicted segment with its closest ground truth, and
 ``1 - GIoU`` between predicted and matched segments on positives; weights
-1 / 10 / 0.3, each term averaged over its own sample count.
+1 / 10 / 0.3, each term averaged over its own sample count. A positive anchor's
+class target covers every ground truth with exactly its matched segment
+(THUMOS14's CliffDiving / Diving twins): the softmax target is spread evenly
+over those classes (``classifier: sigmoid`` instead trains ``C`` independent
+sigmoids against the multi-hot target with binary cross-entropy).
 """
 from __future__ import annotations
 
@@ -42,6 +48,8 @@ from tadkit.detect.config import MLTPNConfig
 from tadkit.detect.geometry import pairwise_iou, segment_iou
 from tadkit.detect.heads import HEADS
 from tadkit.detect.heads.base import DetectionHead
+from tadkit.detect.layers.pyramid import level_centers
+from tadkit.detect.layers.targets import instance_classes, softmax_targets
 from tadkit.detect.losses import giou_loss, smooth_l1
 from tadkit.detect.postprocess import Detections
 
@@ -58,7 +66,8 @@ def build_mltpn(cfg: MLTPNConfig, in_dim: int, num_classes: int) -> "MLTPN":
 class MLTPN(DetectionHead):
     """The MLTPN detector (see the module docstring for the architecture).
 
-    ``forward`` returns ``cls_logits (B, A, C+1)``, ``conf_logits (B, A)``,
+    ``forward`` returns ``cls_logits (B, A, K)`` (``K = C+1`` for the softmax
+    classifier, index 0 background; ``K = C`` for sigmoids), ``conf_logits (B, A)``,
     ``deltas (B, A, 2)`` and ``anchors (A, 2)`` (grid units), where ``A`` is
     the number of anchors over all scales (scale-major, then cell, then ratio).
     """
@@ -97,7 +106,8 @@ class MLTPN(DetectionHead):
             nn.Sequential(nn.Conv2d(merged, cfg.head_squeeze, 1), nn.ReLU(inplace=True))
             for _ in range(cfg.num_scales))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.cls_heads = nn.ModuleList(nn.Conv1d(width, a * (num_classes + 1), 3, padding=1)
+        self.num_logits = num_classes + (1 if cfg.classifier == "softmax" else 0)
+        self.cls_heads = nn.ModuleList(nn.Conv1d(width, a * self.num_logits, 3, padding=1)
                                        for _ in range(cfg.num_scales))
         self.conf_heads = nn.ModuleList(nn.Conv1d(width, a, 3, padding=1) for _ in range(cfg.num_scales))
         self.reg_heads = nn.ModuleList(nn.Conv1d(width, a * 2, 3, padding=1) for _ in range(cfg.num_scales))
@@ -127,8 +137,8 @@ class MLTPN(DetectionHead):
             z = self.squeeze[s](fmap)                  # (B, q, t_s, c)
             t_s = z.shape[2]
             z = self.dropout(z.permute(0, 1, 3, 2).reshape(b, -1, t_s))  # (B, q·c, t_s)
-            cls_out.append(self.cls_heads[s](z).reshape(b, a, self.num_classes + 1, t_s)
-                           .permute(0, 3, 1, 2).reshape(b, t_s * a, self.num_classes + 1))
+            cls_out.append(self.cls_heads[s](z).reshape(b, a, self.num_logits, t_s)
+                           .permute(0, 3, 1, 2).reshape(b, t_s * a, self.num_logits))
             conf_out.append(self.conf_heads[s](z).reshape(b, a, t_s).permute(0, 2, 1).reshape(b, t_s * a))
             reg_out.append(self.reg_heads[s](z).reshape(b, a, 2, t_s).permute(0, 3, 1, 2).reshape(b, t_s * a, 2))
             lengths.append(t_s)
@@ -157,8 +167,13 @@ class MLTPN(DetectionHead):
         labels = torch.stack(labels)                                     # (B, A): -1 ignore, 0 bg
         matched = torch.stack(matched)                                   # (B, A): gt index or -1
         pos = labels > 0
-        ce = F.cross_entropy(cls_logits.reshape(-1, self.num_classes + 1), labels.clamp(min=0).reshape(-1),
-                             reduction="none").reshape(labels.shape)
+        classes = torch.stack([instance_classes(torch.where(pos[i], matched[i], -1), t["segments"].to(anchors),
+                                                t["labels"].to(anchors.device), self.num_classes)
+                               for i, t in enumerate(targets)])         # (B, A, C) multi-hot on positives
+        if cfg.classifier == "softmax":
+            ce = -(softmax_targets(classes) * F.log_softmax(cls_logits, -1)).sum(-1)
+        else:
+            ce = F.binary_cross_entropy_with_logits(cls_logits, classes, reduction="none").sum(-1)
         chosen = pos | mine_negatives(ce.detach(), labels, cfg.neg_pos_ratio)
         n_cls = chosen.sum().clamp(min=1)
         loss_cls = (ce * chosen).sum() / n_cls
@@ -189,7 +204,8 @@ class MLTPN(DetectionHead):
                min_score: float = 0.0) -> list[Detections]:
         """Candidates per sample: score ``p(class) · conf`` (or ``p(class)``), grid units."""
         anchors = outputs["anchors"]
-        probs = torch.softmax(outputs["cls_logits"].float(), -1)[..., 1:]  # (B, A, C)
+        logits = outputs["cls_logits"].float()
+        probs = torch.softmax(logits, -1)[..., 1:] if self.cfg.classifier == "softmax" else torch.sigmoid(logits)
         if self.cfg.score == "product":
             probs = probs * torch.sigmoid(outputs["conf_logits"].float())[..., None]
         segs = decode_segments(anchors, outputs["deltas"].float())
@@ -301,14 +317,14 @@ def generate_anchors(lengths: Sequence[int], strides: Sequence[int], ratios: Seq
                      base: float = 1.0, device: torch.device | str | None = None) -> torch.Tensor:
     """Anchors ``[Σ_i lengths[i] · len(ratios), 2]`` in input grid units.
 
-    Scale ``i`` with stride ``s``: cell ``j`` centred at ``(j + 0.5)·s - 0.5``,
-    one anchor of width ``base · s · r`` per ratio ``r``; order scale, cell,
-    ratio.
+    Scale ``i`` with stride ``s``: cell ``j`` centred at ``j·s`` (its receptive
+    field's centre, :func:`~tadkit.detect.layers.pyramid.level_centers`), one
+    anchor of width ``base · s · r`` per ratio ``r``; order scale, cell, ratio.
     """
     out = []
     r = torch.tensor(list(ratios), dtype=torch.float32, device=device)
     for n, s in zip(lengths, strides):
-        centers = (torch.arange(n, dtype=torch.float32, device=device) + 0.5) * s - 0.5
+        centers = level_centers(n, s, device)
         half = 0.5 * base * s * r
         out.append(torch.stack([centers[:, None] - half[None, :], centers[:, None] + half[None, :]], -1)
                    .reshape(-1, 2))

@@ -2,9 +2,11 @@
 
 An anchor-free, coarse-to-fine detector over offline snippet features::
 
-    features (B, C_in, T) [+ grid (B, T, g, g, C_g)]
+    features (B, C_in, T) [+ grid (B, T, g, g, C_g)] [+ stored levels]
       RFP  strided-conv pyramid, num_levels levels of dim channels, strides
-           first_stride·2^l; top-down refinement: nearest upsample + add (no
+           first_stride·2^l (with ``stored_levels``: the lowest levels are
+           stored backbone levels, e.g. I3D Mixed_4f / Mixed_5c, resampled
+           onto the cells); top-down refinement: nearest upsample + add (no
            parameters)                                              f_l  (B, dim, T_l)
            frame-level f_a^c = linear interpolation of level 0 to T  (B, dim, T)
       STT  spatial transformer over each snippet's grid tokens, mean over
@@ -16,9 +18,9 @@ An anchor-free, coarse-to-fine detector over offline snippet features::
                coarse class logits φ^c = Conv4(f_cls)
       FSA  patch self-attention over each snippet's grid     f_a^r (B, fsa_dim, T)
            f_a = [f_a^c, f_a^r]
-      eq. 6    boundary max pooling around each coarse boundary on f_a and on
-               the location's own level of f_loc / f_cls -> refined offsets
-               Δ^r, refined class logits φ^r, quality ε
+      eq. 6    boundary max pooling (AFSD) around each coarse boundary on f_a and
+               on the location's own level of f_loc / f_cls -> refined offsets
+               Δ^r and quality ε (localisation branch), refined class logits φ^r
 
 Without a spatial grid (``grid_size: 0``, the default, or no grid passed) a
 snippet is one token — its feature vector — for both STT and FSA: the
@@ -26,8 +28,10 @@ spatial transformer and FSA then attend over a single token, i.e. they act
 as per-snippet residual MLPs, and STT's long-range modelling comes from its
 temporal transformer alone.
 
-Locations (input grid units): level ``l`` cell ``j`` is centred at
-``(j + 0.5)·s_l - 0.5``; its coarse segment is ``[p - d^s, p + d^e]``.
+Locations (input grid units): level ``l`` cell ``j`` is centred at ``p =
+j·s_l``, the centre of its receptive field
+(:func:`~tadkit.detect.layers.pyramid.level_centers`); its coarse segment is
+``[p - d^s, p + d^e]``.
 Training (eq. 7-12): a location is positive when its centre lies inside a
 ground truth (the shortest one when several; a ground truth containing no
 centre claims the nearest valid location), with the classes of every ground
@@ -51,11 +55,12 @@ from torch import nn
 from tadkit.detect.config import TALMTSConfig
 from tadkit.detect.geometry import segment_iou
 from tadkit.detect.heads import HEADS
-from tadkit.detect.heads.base import DetectionHead
+from tadkit.detect.heads.base import DetectionHead, InputInfo, LevelInput
 from tadkit.detect.layers.attention import TransformerEncoder, grid_patches, sinusoidal_embedding
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions
-from tadkit.detect.layers.pyramid import (ConvNormReLU, TemporalPyramid, frame_level_feature, level_centers,
-                                          level_mask, num_groups, refine_top_down)
+from tadkit.detect.layers.pyramid import (ConvNormReLU, StoredLevelPyramid, TemporalPyramid, frame_level_feature,
+                                          level_centers, level_mask, num_groups, refine_top_down, to_level_cells)
+from tadkit.detect.layers.targets import instance_classes
 from tadkit.detect.losses import giou_loss, sigmoid_focal_loss, smooth_l1
 from tadkit.detect.postprocess import Detections
 from tadkit.errors import ConfigError
@@ -64,9 +69,22 @@ MAX_LOG_DISTANCE = 8.0  # coarse distances are at most e^8 level strides
 
 
 @HEADS.register("talmts")
-def build_talmts(cfg: TALMTSConfig, in_dim: int, num_classes: int) -> "TALMTS":
-    """Registry builder: ``TALMTS(cfg, in_dim, num_classes)``."""
-    return TALMTS(cfg, in_dim, num_classes)
+def build_talmts(cfg: TALMTSConfig, in_dim: int, num_classes: int, inputs: InputInfo | None = None) -> "TALMTS":
+    """Registry builder: ``TALMTS(cfg, in_dim, num_classes)``, with the channels of the ``data.levels``
+    when ``cfg.stored_levels`` (errors name the keys to change)."""
+    names = inputs.level_names if inputs is not None else ()
+    if not cfg.stored_levels:
+        if names:
+            raise ConfigError(f"data.levels names {', '.join(names)} but talmts.stored_levels is false, so TAL-MTS "
+                              "would not read them: set talmts.stored_levels=true or data.levels=[]")
+        return TALMTS(cfg, in_dim, num_classes)
+    if not names:
+        raise ConfigError("talmts.stored_levels needs data.levels: the stored levels that become the lowest pyramid "
+                          "levels, finest first (e.g. [Mixed_4f, Mixed_5c]; extract with --levels)")
+    if len(names) > cfg.num_levels:
+        raise ConfigError(f"data.levels names {len(names)} levels, at most talmts.num_levels={cfg.num_levels} "
+                          "can be stored ones")
+    return TALMTS(cfg, in_dim, num_classes, level_dims=inputs.level_dims)
 
 
 class TALMTS(DetectionHead):
@@ -77,9 +95,11 @@ class TALMTS(DetectionHead):
     [N]`` (input grid units), ``valid (B, N)``, ``coarse_segments (B, N, 2)``,
     ``coarse_logits (B, N, C)``, ``offsets (B, N, 2)`` (refined Δ in half
     coarse lengths), ``refined_logits (B, N, C)``, ``quality_logits (B, N)``.
+    ``level_dims`` (the channels of the stored levels, finest first) builds
+    the lowest pyramid levels from stored levels (``forward(..., levels=...)``).
     """
 
-    def __init__(self, cfg: TALMTSConfig, in_dim: int, num_classes: int):
+    def __init__(self, cfg: TALMTSConfig, in_dim: int, num_classes: int, level_dims: Sequence[int] = ()):
         super().__init__()
         if num_classes < 1:
             raise ValueError("TAL-MTS needs at least one action class")
@@ -88,7 +108,9 @@ class TALMTS(DetectionHead):
         self.num_classes = num_classes
         self.stride = cfg.first_stride * 2 ** (cfg.num_levels - 1)
         grid_dim = cfg.grid_dim or in_dim
-        self.pyramid = TemporalPyramid(in_dim, cfg.dim, cfg.num_levels, cfg.first_stride)
+        self.pyramid: TemporalPyramid | StoredLevelPyramid = (
+            StoredLevelPyramid(level_dims, cfg.dim, cfg.num_levels, cfg.first_stride) if level_dims
+            else TemporalPyramid(in_dim, cfg.dim, cfg.num_levels, cfg.first_stride))
         self.stt = SpatialTemporalTransformer(in_dim, grid_dim, cfg) if cfg.stt else None
         self.stt_pyramid = (TemporalPyramid(cfg.stt_dim, cfg.dim, cfg.num_levels, cfg.first_stride)
                             if cfg.stt else None)
@@ -107,13 +129,19 @@ class TALMTS(DetectionHead):
 
     @property
     def needs(self) -> frozenset[str]:
-        """The spatial modules read per-snippet grids (``grid_size > 0`` and STT or FSA on)."""
-        return frozenset({"grid"}) if self.cfg.grid_size > 0 and (self.cfg.stt or self.cfg.fsa) else frozenset()
+        """``grid`` when the spatial modules read per-snippet grids (``grid_size > 0`` and STT or FSA on),
+        ``levels`` when the pyramid starts from stored levels."""
+        out = {"levels"} if isinstance(self.pyramid, StoredLevelPyramid) else set()
+        if self.cfg.grid_size > 0 and (self.cfg.stt or self.cfg.fsa):
+            out.add("grid")
+        return frozenset(out)
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None,
-                grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``features (B, C_in, T)``, ``mask (B, T)``, optional ``grid (B, T, g, g, C_g)``.
+                grid: torch.Tensor | None = None,
+                levels: Sequence[LevelInput] | None = None) -> dict[str, torch.Tensor]:
+        """``features (B, C_in, T)``, ``mask (B, T)``, optional ``grid (B, T, g, g, C_g)``; ``levels`` (one
+        :class:`LevelInput` per stored level, positions in snippet-grid units) when built with ``level_dims``.
 
         ``mask`` is True on real snippets, which come first in every row
         (padding at the end, as :func:`tadkit.data.datasets.collate` makes);
@@ -129,13 +157,16 @@ class TALMTS(DetectionHead):
         grid = self._check_grid(grid, features)
         features = features * mask[:, None, :].to(features.dtype)
 
-        levels = self.pyramid(features, mask)                                  # RFP
+        if isinstance(self.pyramid, StoredLevelPyramid):                       # RFP
+            levels = self.pyramid(levels or [], mask)                         # the stored levels become f_l
+        else:
+            levels = self.pyramid(features, mask)
         strides = self.pyramid.strides
         lengths = [f.shape[-1] for f in levels]
         lmasks = [level_mask(mask, n, s) for n, s in zip(lengths, strides)]
         if cfg.rfp:
             levels = [f * m[:, None, :].to(f.dtype) for f, m in zip(refine_top_down(levels), lmasks)]
-        frame = frame_level_feature(levels[0], t) * mask[:, None, :].to(levels[0].dtype)  # f_a^c
+        frame = frame_level_feature(levels[0], t, strides[0]) * mask[:, None, :].to(levels[0].dtype)  # f_a^c
         cls_in = levels
         if self.stt is not None:                                               # STT, eq. 1-2
             f_t = self.stt(features, mask, grid)
@@ -227,7 +258,8 @@ class TALMTS(DetectionHead):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(strides=self.pyramid.strides, rfp=self.cfg.rfp, stt=self.cfg.stt, fsa=self.cfg.fsa,
-                    spatial_tokens=(self.cfg.grid_size or 1) ** 2)
+                    spatial_tokens=(self.cfg.grid_size or 1) ** 2,
+                    stored_levels=list(getattr(self.pyramid, "level_dims", ())))
         return info
 
     def _check_grid(self, grid: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor | None:
@@ -333,13 +365,16 @@ class BoundaryRefinement(nn.Module):
     location's own pyramid level of ``f_loc`` (localisation branch) or
     ``f_cls`` (classification branch); with the location's own feature the
     five ``boundary_dim``-channel parts are fused by a 1×1 conv. The
-    localisation branch predicts the offsets, the classification branch the
-    refined class logits and the quality ``ε``.
+    localisation branch predicts the offsets and (``quality_branch: loc``, as
+    AFSD) the quality ``ε``, the classification branch the refined class logits.
+    Regions reach ``bp_inner`` / ``bp_outer`` of the coarse length inside /
+    outside a boundary, at least ``bp_min`` cells of the pooled feature.
     """
 
     def __init__(self, dim: int, frame_dim: int, bdim: int, num_classes: int, cfg: TALMTSConfig):
         super().__init__()
-        self.bdim, self.inner, self.outer = bdim, cfg.bp_inner, cfg.bp_outer
+        self.bdim, self.inner, self.outer, self.min_extent = bdim, cfg.bp_inner, cfg.bp_outer, cfg.bp_min
+        self.quality_branch = 0 if cfg.quality_branch == "loc" else 1
         self.frame = nn.ModuleList(ConvNormReLU(frame_dim, 2 * bdim) for _ in range(2))
         self.level = nn.ModuleList(nn.Sequential(nn.Conv1d(dim, 2 * bdim, 1), nn.ReLU()) for _ in range(2))
         self.center = nn.ModuleList(nn.Sequential(nn.Conv1d(dim, bdim, 1), nn.ReLU()) for _ in range(2))
@@ -358,7 +393,7 @@ class BoundaryRefinement(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> ``offsets (B, N, 2)``, ``refined logits (B, N, C)``, ``quality logits (B, N)``."""
         m = mask[:, None, :].to(frame.dtype)
-        start, end = boundary_regions(coarse, self.inner, self.outer)          # input grid units
+        start, end = boundary_regions(coarse, self.inner, self.outer, self.min_extent)  # input grid units
         feats = []
         for branch, levels in enumerate((f_loc, f_cls)):
             fa = self.frame[branch](frame) * m
@@ -368,8 +403,8 @@ class BoundaryRefinement(nn.Module):
             lo = 0
             for f, s in zip(levels, strides):
                 n = f.shape[-1]
-                seg = (coarse[:, lo:lo + n] + 0.5) / s - 0.5                   # level cell units
-                ls, le = boundary_regions(seg, self.inner, self.outer)
+                seg = to_level_cells(coarse[:, lo:lo + n], s)                  # level cell units
+                ls, le = boundary_regions(seg, self.inner, self.outer, self.min_extent)
                 fl = self.level[branch](f)
                 lvl_start.append(boundary_max_pool(fl[:, :self.bdim], ls))
                 lvl_end.append(boundary_max_pool(fl[:, self.bdim:], le))
@@ -380,7 +415,7 @@ class BoundaryRefinement(nn.Module):
             feats.append(self.fuse[branch](feat))
         offsets = self.offset_pred(feats[0]).transpose(1, 2)
         logits = self.cls_pred(feats[1]).transpose(1, 2)
-        quality = self.quality_pred(feats[1])[:, 0]
+        quality = self.quality_pred(feats[self.quality_branch])[:, 0]
         return offsets, logits, quality
 
 
@@ -409,25 +444,6 @@ def assign_locations(points: torch.Tensor, gt_segments: torch.Tensor,
         mid = gt_segments[uncovered].mean(1)
         dist = (points[:, None] - mid[None, :]).abs().masked_fill(~valid[:, None], math.inf)
         out[dist.argmin(0)] = uncovered  # index_put keeps the last write for duplicates
-    return out
-
-
-def instance_classes(assigned: torch.Tensor, gt_segments: torch.Tensor, gt_labels: torch.Tensor,
-                     num_classes: int) -> torch.Tensor:
-    """Multi-hot class targets ``[N, C]`` of locations assigned (``assigned [N]``) to ground truth.
-
-    A location takes the label of its ground truth and of every other ground
-    truth with exactly the same segment (THUMOS14 annotates each CliffDiving
-    instance as Diving too), so a sigmoid classifier learns both classes.
-    """
-    n = assigned.shape[0]
-    out = torch.zeros(n, num_classes, dtype=gt_segments.dtype, device=gt_segments.device)
-    hit = assigned >= 0
-    if gt_segments.numel() == 0 or not hit.any():
-        return out
-    same = (gt_segments[assigned[hit]][:, None, :] == gt_segments[None, :, :]).all(-1)  # (n_hit, M)
-    onehot = F.one_hot(gt_labels.long(), num_classes).to(out.dtype)                      # (M, C)
-    out[hit] = (same.to(out.dtype) @ onehot).clamp(max=1.0)
     return out
 
 
@@ -463,5 +479,5 @@ def _tower(in_dim: int, dim: int, layers: int) -> nn.Sequential:
 
 
 __all__ = ["TALMTS", "build_talmts", "SpatialTemporalTransformer", "FrameSelfAttention", "SnippetTokens",
-           "BoundaryRefinement", "assign_locations", "instance_classes", "offset_targets", "refine_segments",
+           "BoundaryRefinement", "assign_locations", "offset_targets", "refine_segments",
            "fuse_scores", "inference"]

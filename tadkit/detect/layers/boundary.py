@@ -67,13 +67,14 @@ def range_max_table(x: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.stack(rows, 2)
 
 
-def boundary_regions(segments: torch.Tensor, inner: float = 0.25, outer: float = 0.125,
-                     min_extent: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def boundary_regions(segments: torch.Tensor, inner: float = 0.25, outer: float = 0.1,
+                     min_extent: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Start and end regions ``[..., 2]`` around ``segments [..., 2]`` (same units).
 
     With ``w = end - start``: the start region is ``[start - outer·w, start +
     inner·w]`` and the end region ``[end - inner·w, end + outer·w]``; each
-    reach is at least ``min_extent`` (half a cell by default).
+    reach is at least ``min_extent``. The defaults are AFSD's: a quarter of the
+    segment inside, a tenth outside, at least one cell.
     """
     s, e = segments[..., 0], segments[..., 1]
     w = (e - s).clamp(min=0)
