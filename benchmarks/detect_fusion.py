@@ -23,7 +23,7 @@ and ``benchmarks/detect_talmts.py`` (TAL-MTS without RFP, its best variant
 there). Prints wall and CPU seconds, the mAP tables (markdown) and writes the
 figures as JSON (``--json``). Usage::
 
-    python benchmarks/detect_fusion.py --annotations ../shared/data/thumos14.json --work /tmp/bench-fusion
+    python benchmarks/detect_fusion.py --annotations path/to/thumos14.json --work /tmp/bench-fusion
 """
 from __future__ import annotations
 

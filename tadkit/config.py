@@ -124,7 +124,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config", _prefix: str = "") -> T:
     """Instantiate dataclass ``cls`` from a mapping, checking keys and types."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: {_prefix or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{source}: {_prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
@@ -139,9 +139,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config", _pr
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field without default was not given
-        raise ConfigError(f"{source}: {_prefix or 'config'}: {exc}") from None
+        raise ConfigError(f"{source}: {_prefix.rstrip('.') or 'config'}: {exc}") from None
     except ValueError as exc:  # __post_init__ validation
-        raise ConfigError(f"{source}: {_prefix or 'config'}: {exc}") from None
+        raise ConfigError(f"{source}: {_prefix.rstrip('.') or 'config'}: {exc}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -12,16 +12,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 #: Real THUMOS14 / ActivityNet annotation files (not part of the repository): the folder named by
-#: ``TADKIT_REAL_DATA``, else a ``shared/data`` folder beside the checkout. Tests using them skip
-#: when neither exists.
-REAL_DATA = Path(os.environ.get("TADKIT_REAL_DATA") or REPO.parent / "shared" / "data")
+#: ``TADKIT_REAL_DATA``. Tests using them skip when it is not set.
+REAL_DATA = Path(os.environ["TADKIT_REAL_DATA"]) if os.environ.get("TADKIT_REAL_DATA") else None
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real annotation files (see :data:`REAL_DATA`); skip if absent."""
+    if REAL_DATA is None:
+        pytest.skip("real annotation files: set TADKIT_REAL_DATA to their folder")
     if not REAL_DATA.is_dir():
-        pytest.skip(f"real annotation files not found at {REAL_DATA} (set TADKIT_REAL_DATA)")
+        pytest.skip(f"real annotation files not found at {REAL_DATA} (TADKIT_REAL_DATA)")
     return REAL_DATA
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from synth_annotations import random_annotations
 from tadkit.cli import cli, main
 from tadkit.config import load_config
 from tadkit.data.annotations import load_annotations
@@ -38,19 +39,8 @@ postprocess: {method: gaussian, sigma: 0.5, max_per_video: 30}
 
 
 def _make_data(root: Path, dim: int = 8, stride: int = 2, n_train: int = 5, n_val: int = 2) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    db = {}
-    for i in range(n_train + n_val):
-        anns, t = [], float(rng.uniform(0.5, 2))
-        while t < 15:
-            length = float(rng.uniform(1.0, 3.5))
-            anns.append({"label": ["Jump", "Run"][int(rng.integers(2))], "segment": [round(t, 2), round(t + length, 2)]})
-            t += length + float(rng.uniform(1.5, 4))
-        db[f"vid{i:02d}"] = {"subset": "training" if i < n_train else "validation", "duration": 20.0,
-                             "fps": 10.0, "annotations": anns}
-    root.mkdir(parents=True, exist_ok=True)
-    ann_path = root / "ann.json"
-    ann_path.write_text(json.dumps({"version": "test", "database": db}))
+    ann_path = random_annotations(root / "ann.json", videos=n_train + n_val, train=n_train, duration=20.0,
+                                  fps=10.0, until=15, length=(1.0, 3.5), gap=(1.5, 4.0))
     feats = root / f"feats_{dim}_{stride}"
     synth_features(load_annotations(ann_path), feats,
                    SynthFeatureConfig(feature_dim=dim, clip_len=4, stride=stride, fps=10.0))

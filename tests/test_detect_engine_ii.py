@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import probe_head
+from synth_annotations import random_annotations
 from tadkit.cli import cli, main
 from tadkit.config import load_config
 from tadkit.data.annotations import load_annotations
@@ -27,19 +28,12 @@ PROBE = ["head=probe", "data.mode=window", "data.length=16", "optim.name=sgd", "
 
 
 def make_annotations(root, n_train: int = 5, n_val: int = 2, extra: dict | None = None):
-    rng = np.random.default_rng(1)
-    db = {}
-    for i in range(n_train + n_val):
-        anns, t = [], float(rng.uniform(0.5, 2))
-        while t < 12:
-            length = float(rng.uniform(1.0, 3.0))
-            anns.append({"label": ["Jump", "Run"][int(rng.integers(2))], "segment": [round(t, 2), round(t + length, 2)]})
-            t += length + float(rng.uniform(1.5, 3))
-        db[f"vid{i:02d}"] = {"subset": "training" if i < n_train else "validation", "duration": 15.0,
-                             "fps": 10.0, "annotations": anns}
-    db.update(extra or {})
-    path = root / "ann.json"
-    path.write_text(json.dumps({"version": "test", "database": db}))
+    path = random_annotations(root / "ann.json", videos=n_train + n_val, train=n_train, duration=15.0, fps=10.0,
+                              until=12, seed=1)
+    if extra:
+        data = json.loads(path.read_text())
+        data["database"].update(extra)
+        path.write_text(json.dumps(data))
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from synth_annotations import random_annotations
 from tadkit.cli import main
 from tadkit.config import load_config
 from tadkit.data.batches import LevelInput
@@ -194,18 +195,8 @@ postprocess: {method: gaussian, sigma: 0.5, max_per_video: 30}
 
 
 def _annotations(path: Path, videos: int = 8) -> Path:
-    rng = np.random.default_rng(0)
-    db = {}
-    for i in range(videos):
-        anns, t = [], float(rng.uniform(1, 3))
-        while t < 24:
-            length = float(rng.uniform(2, 5))
-            anns.append({"label": ["Jump", "Run"][int(rng.integers(2))], "segment": [round(t, 2), round(t + length, 2)]})
-            t += length + float(rng.uniform(2, 5))
-        db[f"vid{i:02d}"] = {"subset": "training" if i < 6 else "validation", "duration": 30.0, "fps": 8.0,
-                             "annotations": anns}
-    path.write_text(json.dumps({"version": "unit-test", "database": db}))
-    return path
+    return random_annotations(path, videos=videos, train=6, duration=30.0, fps=8.0, until=24, first=(1, 3),
+                              length=(2, 5), gap=(2, 5))
 
 
 def test_cli_trains_and_infers_with_stored_levels_of_a_synthetic_store(tmp_path, monkeypatch):

@@ -241,3 +241,18 @@ def test_pr_panel_draws_the_mean_and_a_few_named_classes(monkeypatch, tmp_path):
     assert names[-1].startswith("mean over classes") and len(names) == report.PR_NAMED_CLASSES + 1
     best = r.labels[int(np.argmax(r.class_average_AP))]
     assert any(n.startswith(best + " ") for n in names)
+
+
+def test_the_first_ten_classes_get_ten_different_hues():
+    """tab20 pairs a dark and a light shade of one hue; neighbouring classes must not share one
+    (the demo's four classes were blue, light blue, orange, light orange)."""
+    import colorsys
+
+    from tadkit.evaluate.report import class_colours
+
+    labels = [f"c{i}" for i in range(21)]
+    colours = class_colours(labels)
+    hues = {round(colorsys.rgb_to_hsv(*colours[lab][:3])[0], 2) for lab in labels[:10]}
+    assert len(hues) == 10
+    assert colours["c20"] == colours["c0"] and len(set(colours.values())) == 20   # then the cycle repeats
+    assert class_colours(labels[:3]) == {lab: colours[lab] for lab in labels[:3]}  # by position only

@@ -7,13 +7,15 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tadkit.cli import cli, main
 from tadkit.data.annotations import load_annotations
 from tadkit.data.datasets import FullSequenceDataset, WindowDataset
 from tadkit.data.features import FeatureStore
-from tadkit.data.synthetic import (MOTION_PATTERNS, SynthFeatureConfig, SynthVideoConfig, motion_offset,
-                                   synth_features, synth_video_features, synth_videos)
+from tadkit.data.synthetic import (MOTION_PATTERNS, SynthFeatureConfig, SynthVideoConfig, motion_cycles,
+                                   motion_offset, synth_features, synth_video_features, synth_videos)
 from tadkit.errors import ProvenanceError
 from tadkit.timeline import frame_to_seconds
 
@@ -168,6 +170,8 @@ def test_synthetic_ground_truth_is_official_activitynet_json(tiny_videos):
             assert a["label"] in MOTION_PATTERNS[:3]
     ann = load_annotations(tiny_videos.annotation_file)
     assert ann.subsets() == {"training": 2, "validation": 1}
+    for i, vid in enumerate(sorted(doc["database"])):  # video i holds class i mod K: every class is seen
+        assert MOTION_PATTERNS[i % 3] in {a["label"] for a in doc["database"][vid]["annotations"]}
     assert ann.classes == list(MOTION_PATTERNS[:3]) == tiny_videos.annotations.classes
 
 
@@ -213,7 +217,23 @@ def test_motion_patterns_are_distinct_and_start_in_place():
     assert motion_offset("move_up", np.array([1.0]), 10.0)[1][0] == -10.0
     for i in range(len(tracks)):
         for j in range(i + 1, len(tracks)):
-            assert np.abs(tracks[i] - tracks[j]).max() > 4.0, (MOTION_PATTERNS[i], MOTION_PATTERNS[j])
+            assert np.abs(tracks[i] - tracks[j]).max() > 3.0, (MOTION_PATTERNS[i], MOTION_PATTERNS[j])
+    # two cycles: back at the start half-way and at the end, within +-amplitude/3 in between
+    dx, _ = motion_offset("swing_horizontal", np.array([0.125, 0.5, 1.0]), 9.0, cycles=2)
+    np.testing.assert_allclose(dx, [3.0, 0.0, 0.0], atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seconds=st.floats(1.5, 20.0), pattern=st.sampled_from(MOTION_PATTERNS))
+def test_motion_speed_stays_bounded_whatever_the_instance_length(seconds, pattern):
+    """A cycle every CYCLE_SECONDS: the peak speed of every pattern stays under two amplitudes a
+    second for instances of at least CYCLE_SECONDS (what TV-L1 flow at a few fps can follow)."""
+    cycles = motion_cycles(pattern, seconds)
+    assert cycles >= 1 and (cycles == 1 or pattern.startswith(("swing", "circle")))
+    t = np.linspace(0.0, seconds, 2001)
+    dx, dy = motion_offset(pattern, t / seconds, 1.0, cycles)
+    speed = np.hypot(np.diff(dx), np.diff(dy)) / np.diff(t)
+    assert speed.max() < 2.0
 
 
 def test_bad_video_settings_are_rejected():
@@ -264,6 +284,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["data", "synth-features", "--annotations", str(bad), "--out", str(tmp_path / "o")]) == 1
     assert main(["data", "synth-videos", "--out", str(tmp_path / "v"), "--size", "33"]) == 2
     assert "even" in capsys.readouterr().err
+    assert main(["data", "synth-videos", "--out", str(tmp_path / "v"), "--val-fraction", "1"]) == 2
+    assert "val_fraction must be in [0, 1)" in capsys.readouterr().err
     ok = tmp_path / "ok.csv"
     ok.write_text("video,start,end,label,subset\nx,1,2,a,val\n")
     assert main(["data", "synth-features", "--annotations", str(ok), "--out", str(tmp_path / "o"),

@@ -98,20 +98,23 @@ def synth_features_cmd(annotations_path: str, out: str, fmt: str, subset: str | 
 @click.option("--max-duration", type=float, default=8.0, show_default=True, help="Seconds.")
 @click.option("--max-instances", type=int, default=3, show_default=True,
               help="At most this many (non-overlapping) instances per video; at least one.")
+@click.option("--val-fraction", type=float, default=0.25, show_default=True,
+              help="Share of the videos (the last ones) in the validation subset, in [0, 1).")
 @click.option("--codec", default="mpeg4", show_default=True,
               help="mpeg4 (bit-reproducible) or libx264.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the timelines and motions.")
 @threads_option
 def synth_videos_cmd(out: str, num_videos: int, num_classes: int, size: int, fps: float,
-                     min_duration: float, max_duration: float, max_instances: int, codec: str,
-                     seed: int) -> None:
+                     min_duration: float, max_duration: float, max_instances: int, val_fraction: float,
+                     codec: str, seed: int) -> None:
     """Write small mp4 videos whose motion patterns are the action classes."""
     from tadkit.data.synthetic import SynthVideoConfig, synth_videos
 
     try:
         cfg = SynthVideoConfig(num_videos=num_videos, num_classes=num_classes, size=size, fps=fps,
                                min_duration=min_duration, max_duration=max_duration,
-                               max_instances=max_instances, codec=codec, seed=seed)
+                               max_instances=max_instances, val_fraction=val_fraction, codec=codec,
+                               seed=seed)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     result = synth_videos(out, cfg)

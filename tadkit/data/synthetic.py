@@ -46,10 +46,14 @@ Synthetic features (:func:`synth_features`)
 
 Synthetic videos (:func:`synth_videos`)
     Short mp4 files (MPEG-4 Part 2 by default, or H.264, via PyAV) of a
-    textured, flickering, noisy background with one disk whose motion during
-    an action instance defines the class (:data:`MOTION_PATTERNS`:
+    softly textured, grainy background with one bright disk whose motion
+    during an action instance defines the class (:data:`MOTION_PATTERNS`:
     translation, oscillation, circling ...); outside instances it idles or
-    walks back home after a move, and a distractor square wanders at random.
+    walks back home after a move, and a dark distractor square drifts at
+    random. Made for what a backbone with *random* weights keeps (the demo's
+    case): the class is in the motion (TV-L1 flow follows it: constant
+    brightness, speeds bounded by :func:`motion_cycles`), and the look varies
+    little from video to video (random RGB features mostly encode the look).
     The ground truth is written as official ActivityNet JSON with
     ``training`` and ``validation`` subsets. The default ``mpeg4`` encoder
     gives identical bytes for a seed; ``libx264`` output may vary from run to
@@ -334,14 +338,24 @@ def _soft_window(t: np.ndarray, s: np.ndarray, e: np.ndarray, tau: np.ndarray) -
 #: Motion of the object during an instance of class ``k`` (the first ``K`` are used).
 MOTION_PATTERNS = ("move_right", "move_up", "swing_horizontal", "swing_vertical",
                    "circle_clockwise", "move_left", "move_down", "circle_counterclockwise")
+#: Seconds per back-and-forth swing or turn of a circle (:func:`motion_cycles`).
+CYCLE_SECONDS = 1.5
+#: Seconds the actor takes to walk back home after a move (instances are at least this far apart).
+WALK_BACK_SECONDS = 1.5
+#: Version of the video generator, written into ``annotations.json`` ("version").
+SYNTH_VIDEO_VERSION = 2
 
 
 @dataclass(frozen=True)
 class SynthVideoConfig:
     """Settings of :func:`synth_videos` (sizes in pixels, times in seconds).
 
-    Instance lengths default to ``max_instance = min(2.5, min_duration / 2)``
-    and ``min_instance = min(1.0, max_instance)``.
+    Instance lengths default to ``max_instance = min(3.0, min_duration / 2)``
+    and ``min_instance = min(1.5, max_instance)``. The last ``val_fraction``
+    of the videos (rounded; at least one of each subset from two videos on) are
+    ``validation``, the others ``training``. The first instance of video ``i``
+    is of class ``i mod num_classes``, so a subset of at least ``num_classes``
+    consecutive videos holds every class.
     """
 
     num_videos: int = 8
@@ -359,9 +373,9 @@ class SynthVideoConfig:
 
     def __post_init__(self) -> None:
         if self.max_instance is None:
-            object.__setattr__(self, "max_instance", min(2.5, self.min_duration / 2))
+            object.__setattr__(self, "max_instance", min(3.0, self.min_duration / 2))
         if self.min_instance is None:
-            object.__setattr__(self, "min_instance", min(1.0, self.max_instance))
+            object.__setattr__(self, "min_instance", min(1.5, self.max_instance))
         if not 1 <= self.num_classes <= len(MOTION_PATTERNS):
             raise ValueError(f"num_classes must be in 1..{len(MOTION_PATTERNS)}, got {self.num_classes}")
         if self.num_videos < 1 or self.max_instances < 1:
@@ -374,6 +388,8 @@ class SynthVideoConfig:
             raise ValueError("max_instance must be shorter than min_duration")
         if not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass
@@ -406,7 +422,7 @@ def synth_videos(out: str | Path, config: SynthVideoConfig | None = None) -> Syn
     for i in range(cfg.num_videos):
         vid = f"synth_{i:04d}"
         rng = np.random.default_rng([cfg.seed, 0xC0FFEE, i])
-        frames, instances = _make_clip(cfg, rng)
+        frames, instances = _make_clip(cfg, rng, first_class=i % cfg.num_classes)
         path = root / f"{vid}.mp4"
         _encode(frames, path, cfg.fps, codec)
         paths.append(path)
@@ -419,7 +435,7 @@ def synth_videos(out: str | Path, config: SynthVideoConfig | None = None) -> Syn
             "annotations": [{"segment": [float(frame_to_seconds(a, cfg.fps)), float(frame_to_seconds(b, cfg.fps))],
                              "label": classes[k]} for a, b, k in instances],
         }
-    doc = {"version": f"tadkit-synthetic-{SYNTH_VERSION}",
+    doc = {"version": f"tadkit-synthetic-videos-{SYNTH_VIDEO_VERSION}",
            "taxonomy": [{"nodeId": k, "nodeName": c, "parentId": None, "parentName": None}
                         for k, c in enumerate(classes)],
            "database": database}
@@ -430,21 +446,24 @@ def synth_videos(out: str | Path, config: SynthVideoConfig | None = None) -> Syn
     return SynthVideos(root, paths, ann_path, load_annotations(ann_path, classes=classes, warn=False))
 
 
-def motion_offset(pattern: str, phase: np.ndarray, amplitude: float) -> tuple[np.ndarray, np.ndarray]:
+def motion_offset(pattern: str, phase: np.ndarray, amplitude: float,
+                  cycles: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``(dx, dy)`` pixels of the object at ``phase`` in [0, 1] of an instance.
 
-    Every pattern starts at ``(0, 0)`` (no jump at the onset); swings and
-    circles end there too, moves end ``amplitude`` away (the actor then walks
-    back, outside the instance). ``dy`` grows downwards (image rows): "up" is
-    negative ``dy`` and "clockwise" is as seen on screen.
+    Moves travel ``amplitude``; swings go ``cycles`` times back and forth
+    within ``±amplitude/3``; circles go round ``cycles`` times on a circle of
+    radius ``amplitude/3``. Every pattern starts at ``(0, 0)`` (no jump at the
+    onset); swings and circles end there too, moves end ``amplitude`` away
+    (the actor then walks back, outside the instance). ``dy`` grows downwards
+    (image rows): "up" is negative ``dy`` and "clockwise" is as seen on screen.
     """
     p = np.asarray(phase, dtype=np.float64)
     zero = np.zeros_like(p)
     lin = p * amplitude
-    swing = np.sin(2 * np.pi * 2 * p) * amplitude / 2
-    ang = 2 * np.pi * p
-    # circles through the start point, centre amplitude/2 above it
-    r = amplitude / 2
+    ang = 2 * np.pi * cycles * p
+    r = amplitude / 3
+    swing = np.sin(ang) * r
+    # circles through the start point, centre r above it
     table = {
         "move_right": (lin, zero), "move_left": (-lin, zero),
         "move_up": (zero, -lin), "move_down": (zero, lin),
@@ -457,13 +476,25 @@ def motion_offset(pattern: str, phase: np.ndarray, amplitude: float) -> tuple[np
     return table[pattern]
 
 
-def _make_clip(cfg: SynthVideoConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+def motion_cycles(pattern: str, seconds: float) -> int:
+    """Back-and-forth swings or turns of a circle in an instance of ``seconds``: one per
+    :data:`CYCLE_SECONDS`, at least one (moves: 1). Fixing the period instead of the count keeps
+    the speed of every pattern within what optical flow at a few frames per second resolves."""
+    if pattern.startswith("move"):
+        return 1
+    return max(1, int(round(seconds / CYCLE_SECONDS)))
+
+
+def _make_clip(cfg: SynthVideoConfig, rng: np.random.Generator,
+               first_class: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """``(frames [N, H, W, 3] uint8, [(start_frame, end_frame, class)])``; end is exclusive."""
     size = cfg.size
     duration = rng.uniform(cfg.min_duration, cfg.max_duration)
     n = num_sampled_frames(duration, cfg.fps)
-    instances = _place_instances(n, cfg, rng)
-    # textured background: smooth noise, a colour tint, per-frame flicker and grain
+    back = max(2, num_sampled_frames(WALK_BACK_SECONDS, cfg.fps))
+    instances = _place_instances(n, cfg, rng, first_class, gap=back)
+    # background: a smooth low-contrast texture with a slight tint (the same look in every
+    # frame: optical flow assumes constant brightness) plus sensor grain
     coarse = rng.uniform(0, 1, (size // 16 + 2, size // 16 + 2, 3))
     yy = np.linspace(0, coarse.shape[0] - 1.001, size)
     xx = np.linspace(0, coarse.shape[1] - 1.001, size)
@@ -471,34 +502,34 @@ def _make_clip(cfg: SynthVideoConfig, rng: np.random.Generator) -> tuple[np.ndar
     wy, wx = (yy - y0)[:, None, None], (xx - x0)[None, :, None]
     tex = (coarse[y0][:, x0] * (1 - wy) * (1 - wx) + coarse[y0 + 1][:, x0] * wy * (1 - wx)
            + coarse[y0][:, x0 + 1] * (1 - wy) * wx + coarse[y0 + 1][:, x0 + 1] * wy * wx)
-    bg = 60 + 100 * tex + rng.uniform(-20, 20, 3)
-    flicker = 8 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * np.arange(n) / cfg.fps + rng.uniform(0, 6.3))
-    # the actor: idles (jittering around home) outside instances; after a move it walks
-    # back home within half a second (motion that is not an action)
-    home = rng.uniform(0.35, 0.65, 2) * size
-    amp = 0.35 * size
+    bg = 95 + 30 * tex + rng.uniform(-10, 10, 3)
+    # the actor, a bright disk: idles (jittering around home) outside instances; after a
+    # move it walks back home, slowly (motion that is not an action)
+    radius = size / 8
+    amp = 0.25 * size
+    home = rng.uniform(0.4, 0.6, 2) * size
     offset = np.zeros((n, 2))
-    back = max(2, num_sampled_frames(0.5, cfg.fps))
     starts = [a for a, _, _ in instances] + [n]
     for (a, b, k), nxt in zip(instances, starts[1:]):
-        dx, dy = motion_offset(MOTION_PATTERNS[k], np.linspace(0.0, 1.0, b - a), amp)
+        pattern = MOTION_PATTERNS[k]
+        cycles = motion_cycles(pattern, (b - a) / cfg.fps)
+        dx, dy = motion_offset(pattern, np.linspace(0.0, 1.0, b - a), amp, cycles)
         offset[a:b, 0], offset[a:b, 1] = dx, dy
         r = min(back, nxt - b)
         if r > 0:
             offset[b:b + r] = offset[b - 1] * np.linspace(1.0, 0.0, r + 1)[1:, None]
-    jitter = np.cumsum(rng.normal(0, 0.3, (n, 2)), axis=0).clip(-3, 3)
-    pos = np.clip(home[None, :] + offset + jitter, size / 12, size - size / 12)
-    color = rng.uniform(150, 255, 3)
-    # the distractor: a square on a bounded random walk
-    walk = np.cumsum(rng.normal(0, 1.5, (n, 2)), axis=0)
-    dpos = np.clip(rng.uniform(0.2, 0.8, 2) * size + walk, 8, size - 8)
-    dcolor = rng.uniform(0, 120, 3)
+    jitter = np.cumsum(rng.normal(0, 0.3, (n, 2)), axis=0).clip(-2, 2)
+    pos = np.clip(home[None, :] + offset + jitter, radius, size - radius)
+    color = 230 + rng.uniform(-10, 10, 3)
+    # the distractor: a small dark square drifting on a slow random walk
+    walk = np.cumsum(rng.normal(0, 0.01 * size, (n, 2)), axis=0)
+    dpos = np.clip(rng.uniform(0.2, 0.8, 2) * size + walk, size / 16, size - size / 16)
+    dcolor = 40 + rng.uniform(-10, 10, 3)
     grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32)
-    radius = size / 12
     frames = np.empty((n, size, size, 3), dtype=np.uint8)
     for f in range(n):
-        img = bg + flicker[f] + rng.normal(0, 6, (size, size, 1))
-        sq = (np.abs(grid_x - dpos[f, 0]) < radius * 0.8) & (np.abs(grid_y - dpos[f, 1]) < radius * 0.8)
+        img = bg + rng.normal(0, 2, (size, size, 1))
+        sq = (np.abs(grid_x - dpos[f, 0]) < size / 16) & (np.abs(grid_y - dpos[f, 1]) < size / 16)
         img[sq] = dcolor
         disk = (grid_x - pos[f, 0]) ** 2 + (grid_y - pos[f, 1]) ** 2 < radius ** 2
         img[disk] = color
@@ -506,8 +537,10 @@ def _make_clip(cfg: SynthVideoConfig, rng: np.random.Generator) -> tuple[np.ndar
     return frames, instances
 
 
-def _place_instances(n: int, cfg: SynthVideoConfig, rng: np.random.Generator) -> list[tuple[int, int, int]]:
-    """Up to ``max_instances`` non-overlapping instances (at least one), as frames."""
+def _place_instances(n: int, cfg: SynthVideoConfig, rng: np.random.Generator, first_class: int,
+                     gap: int = 1) -> list[tuple[int, int, int]]:
+    """Up to ``max_instances`` instances (at least one), as frames, at least ``gap`` frames apart;
+    the first one placed is of class ``first_class``, the others of random classes."""
     lo = max(2, num_sampled_frames(cfg.min_instance, cfg.fps))
     hi = max(lo, num_sampled_frames(cfg.max_instance, cfg.fps))
     want = int(rng.integers(1, cfg.max_instances + 1))
@@ -520,12 +553,10 @@ def _place_instances(n: int, cfg: SynthVideoConfig, rng: np.random.Generator) ->
             continue
         a = int(rng.integers(0, n - length + 1))
         b = a + length
-        gap = max(1, lo // 2)
         if all(b + gap <= s or a >= e + gap for s, e, _ in out):
-            out.append((a, b, int(rng.integers(0, cfg.num_classes))))
+            out.append((a, b, first_class if not out else int(rng.integers(0, cfg.num_classes))))
     if not out:  # a video too short for the requested lengths: one instance in the middle
-        a, b = n // 4, max(n // 4 + 1, 3 * n // 4)
-        out.append((a, b, int(rng.integers(0, cfg.num_classes))))
+        out.append((n // 4, max(n // 4 + 1, 3 * n // 4), first_class))
     return sorted(out)
 
 

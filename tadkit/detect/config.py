@@ -258,6 +258,81 @@ class RefineConfig:
             raise ValueError("bins and roi_samples must be >= 1 and roi_context >= 0")
 
 
+@config_ranges(dim="[1, inf)", local_kernel="[1, inf)", num_layers="[1, inf)", single_layer="[-1, inf)",
+               scale_ranges="[0, 1]", sampling_ratios="(0, 1]", generalization_epochs="[0, inf)",
+               max_duration="(0, 1]", align_bins="[1, inf)", align_samples="[1, inf)", align_context="[0, inf)",
+               asp_dim="[1, inf)", boundary_radius="[0, inf)", pos_iou="(0, 1)", lambda_reg="[0, inf)",
+               lambda_offset="[0, inf)", peak_threshold="[0, 1]", max_candidates="[1, inf)")
+@dataclass
+class MENetConfig:
+    """Settings of the MENet head (Zhao, Wang, Zhao; ``tadkit/detect/heads/menet.py``).
+
+    Widths: ``dim`` channels after the 1-D fuse conv, in MREM and SFPN;
+    ``asp_dim`` the hidden width of the anchor score predictors. Ablation
+    switches: ``mrem`` (False: the Base model's temporal conv instead of the
+    local / forward-LSTM / backward-LSTM paths), ``downsample`` (``ushape``:
+    SFPN; ``avgpool`` / ``conv``: a plain pyramid down-sampled by average
+    pooling / stride-2 convs), ``single_layer`` (``-1``: the pyramid; ``i``:
+    only layer ``i``, ``T / 2^i`` steps, responsible for every scale),
+    ``sampling`` (``two_stage``: ``generalization_epochs`` of Generalization,
+    then Specialization; or one strategy throughout; ``bias``: only anchors
+    inside a layer's range). Layer ``i`` is responsible for anchor scales
+    (duration / sample length) in ``scale_ranges[i]`` and samples
+    ``sampling_ratios[i]`` of its anchors in training. Anchors are at most
+    ``max_duration`` of a layer's length; SAlign reads ``align_bins`` bins
+    (``align_samples`` points each) over the anchor widened by
+    ``align_context`` of its length on each side. Labels: boundary regions of
+    ``± boundary_radius`` layer steps; IoU / offset positives above
+    ``pos_iou``. Loss weights ``lambda_reg`` (λ1, the L2 term) and
+    ``lambda_offset`` (λ2). Inference: boundary peaks above
+    ``peak_threshold`` × the maximum, at most ``max_candidates`` anchors per
+    layer and sample.
+    """
+
+    dim: int = 256
+    mrem: bool = True
+    local_kernel: int = 3
+    num_layers: int = 3
+    downsample: Literal["ushape", "avgpool", "conv"] = "ushape"
+    single_layer: int = -1
+    scale_ranges: list[list[float]] = field(default_factory=lambda: [[0.0, 0.15], [0.10, 0.75], [0.50, 1.0]])
+    sampling_ratios: list[float] = field(default_factory=lambda: [0.5, 0.4, 0.9])
+    sampling: Literal["two_stage", "generalization", "specialization", "bias"] = "two_stage"
+    generalization_epochs: int = 7
+    max_duration: float = 1.0
+    align_bins: int = 16
+    align_samples: int = 2
+    align_context: float = 0.5
+    asp_dim: int = 256
+    boundary_radius: float = 1.5
+    pos_iou: float = 0.9
+    lambda_reg: float = 5.0
+    lambda_offset: float = 10.0
+    peak_threshold: float = 0.5
+    max_candidates: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.num_layers < 1 or self.dim < 1 or self.asp_dim < 1 or self.align_bins < 1 or self.align_samples < 1:
+            raise ValueError("num_layers, dim, asp_dim, align_bins and align_samples must be at least 1")
+        if not -1 <= self.single_layer < self.num_layers:
+            raise ValueError(f"single_layer must be -1 (the pyramid) or a layer 0..{self.num_layers - 1}, "
+                             f"got {self.single_layer}")
+        if len(self.scale_ranges) != self.num_layers or len(self.sampling_ratios) != self.num_layers:
+            raise ValueError(f"scale_ranges and sampling_ratios need one entry per layer ({self.num_layers}); got "
+                             f"{len(self.scale_ranges)} and {len(self.sampling_ratios)}")
+        for lo_hi in self.scale_ranges:
+            if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] <= lo_hi[1] <= 1.0:
+                raise ValueError(f"each scale range is [min, max] with 0 <= min <= max <= 1, got {lo_hi}")
+        if not all(0.0 < r <= 1.0 for r in self.sampling_ratios):
+            raise ValueError(f"sampling ratios must lie in (0, 1], got {self.sampling_ratios}")
+        if self.generalization_epochs < 0 or not 0.0 < self.max_duration <= 1.0:
+            raise ValueError("generalization_epochs must be >= 0 and max_duration in (0, 1]")
+        if self.local_kernel < 1 or self.local_kernel % 2 == 0:
+            raise ValueError(f"local_kernel must be odd, got {self.local_kernel}")
+        if self.max_candidates < 1:
+            raise ValueError("max_candidates must be at least 1")
+
+
 @config_ranges(dim="[1, inf)", num_levels="[1, inf)", num_proposals="[1, inf)", num_heads="[1, inf)",
                attn_heads="[1, inf)", eta="(0, inf)", soi_bins="[1, inf)", soi_samples="[1, inf)",
                dynamic_dim="[1, inf)", ffn_dim="[1, inf)", dropout="[0, 1)", cls_weight="[0, inf)",
@@ -465,6 +540,7 @@ class DetectConfig:
     head: str = "mltpn"
     mltpn: MLTPNConfig = field(default_factory=MLTPNConfig)
     talmts: TALMTSConfig = field(default_factory=TALMTSConfig)
+    menet: MENetConfig = field(default_factory=MENetConfig)
     bmn: BMNConfig = field(default_factory=BMNConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     sptad: SPTADConfig = field(default_factory=SPTADConfig)

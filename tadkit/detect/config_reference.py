@@ -99,6 +99,32 @@ KEY_HELP: dict[str, str] = {
     "talmts.focal_gamma": "Focal loss gamma.",
     "talmts.prior_prob": "Initial foreground probability of the classifiers (bias initialisation).",
     "talmts.dropout": "Dropout in the transformers.",
+    # -- MENet
+    "menet.dim": "Channels after the fuse conv, in MREM and in every SFPN layer (paper: not given).",
+    "menet.mrem": "Ablation switch: MREM's local / forward-LSTM / backward-LSTM paths (false: the Base "
+                  "model's single temporal conv).",
+    "menet.local_kernel": "Kernel of MREM's local path (odd).",
+    "menet.num_layers": "SFPN layers; layer i has stride 2^i input cells (paper: 3).",
+    "menet.downsample": "Ablation switch: ushape (SFPN), or a plain down path by avgpool or stride-2 conv.",
+    "menet.single_layer": "Ablation switch: -1 the pyramid; i only layer i (T / 2^i steps) for every scale.",
+    "menet.scale_ranges": "Per layer, the anchor scales [min, max] it trains on in Specialization and "
+                          "outputs at inference [fraction of the sample's length].",
+    "menet.sampling_ratios": "Per layer, the fraction r_i of its anchors sampled per training sample.",
+    "menet.sampling": "Anchor sampling: two_stage (Generalization, then Specialization), generalization, "
+                      "specialization or bias (only inside the layer's range).",
+    "menet.generalization_epochs": "two_stage: epochs of Generalization before Specialization.",
+    "menet.max_duration": "Longest anchor [fraction of a layer's length; 1: every anchor].",
+    "menet.align_bins": "SAlign bins S per anchor.",
+    "menet.align_samples": "SAlign points averaged per bin.",
+    "menet.align_context": "SAlign widens each anchor by this fraction of its length on both sides.",
+    "menet.asp_dim": "Hidden width of the IoU and Offset anchor score predictors.",
+    "menet.boundary_radius": "Boundary label regions reach this many layer steps around each start / end "
+                             "(paper: 1.5).",
+    "menet.pos_iou": "Anchors with tIoU above this are IoU positives and train the offsets (paper: 0.9).",
+    "menet.lambda_reg": "Weight of the L2 loss of M_reg (paper: lambda_1 = 5).",
+    "menet.lambda_offset": "Weight of the offset loss (paper: lambda_2 = 10).",
+    "menet.peak_threshold": "Inference: boundary candidates are local peaks or above this x the maximum.",
+    "menet.max_candidates": "Inference: most anchors per layer and sample (the highest p_s x p_e).",
     # -- BMN
     "bmn.hidden_1d": "Channels of the base module, TEM and PEM's 1-D conv (paper: 256).",
     "bmn.hidden_2d": "Channels of the 2-D convs over the BM map (paper: 128).",
@@ -183,8 +209,8 @@ KEY_HELP: dict[str, str] = {
     "data.holdout_fraction": "Fraction of the training videos held out to pick best.pt (0: none).",
     "data.num_workers": "DataLoader worker processes (0: load in the main process).",
     "data.streams": "Stored streams to read, e.g. [rgb] or [flow] (empty or [both]: all, in stored order).",
-    "data.channels": "[start, end) channel ranges kept after stream selection, e.g. [[0, 512]] for the static "
-                     "half of MFE features (empty: all).",
+    "data.channels": "[start, end) channel ranges kept after stream selection, e.g. [[512, 1024]] for the "
+                     "total half of MFE features, MENet's Base ablation (empty: all).",
     "data.levels": "Stored backbone levels a head reads (e.g. [rgb/Mixed_4f, rgb/Mixed_5c]; empty: none).",
     "data.optional_levels": "A store without any stored level runs without data.levels (heads that read "
                             "levels fall back to a single-level variant) instead of failing.",

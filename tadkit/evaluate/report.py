@@ -152,8 +152,9 @@ def plot_pr_curves(result: DetectionResult, path: str | Path) -> Path:
     by_label = dict(zip(labels, handles))
     fig.legend(list(by_label.values()), list(by_label), loc="lower center", fontsize=7,
                ncol=min(len(by_label), 3), frameon=False)
-    fig.suptitle(f"precision-recall: mean of {len(result.labels)} classes and {len(named)} of them "
-                 "by AP rank (AP averaged over the protocol's thresholds)", fontsize=10)
+    which = "each class" if len(named) == len(result.labels) else f"{len(named)} of them by AP rank"
+    fig.suptitle(f"precision-recall: mean of {plural(len(result.labels), 'class', 'classes')} and {which} "
+                 "(AP averaged over the protocol's thresholds)", fontsize=10)
     fig.tight_layout(rect=(0, 0.7 / (3.1 * rows + 0.7) + 0.02, 1, 1))
     fig.savefig(path, dpi=110)
     _close(fig)
@@ -161,13 +162,16 @@ def plot_pr_curves(result: DetectionResult, path: str | Path) -> Path:
 
 
 def class_colours(labels: Sequence[str]) -> dict[str, tuple]:
-    """Class -> colour by its position in ``labels`` (matplotlib's tab20, cycling), so a
-    class keeps its colour in every picture drawn from the same ground truth."""
+    """Class -> colour by its position in ``labels``, so a class keeps its colour in every
+    picture drawn from the same ground truth. matplotlib's tab20 holds ten dark / light
+    pairs of one hue; the ten dark ones come first (classes 1-10 have ten different
+    hues), then the light ones, then the cycle repeats."""
     _pyplot()
     import matplotlib
 
     cmap = matplotlib.colormaps["tab20"]
-    return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+    order = list(range(0, cmap.N, 2)) + list(range(1, cmap.N, 2))
+    return {lab: cmap(order[i % cmap.N]) for i, lab in enumerate(labels)}
 
 
 def plot_ar_an(result: ProposalResult, path: str | Path) -> Path:

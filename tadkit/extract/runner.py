@@ -68,8 +68,8 @@ class ExtractOptions:
 
     ``weights`` maps a stream to a local checkpoint path; ``random_weights``
     (seeded by ``seed``) is required when no weights are given.
-    ``fps``/``clip_len``/``stride`` default to the video's own fps and the
-    recipe's clip settings; ``size`` shrinks the recipe (tests, quick looks);
+    ``fps``/``clip_len``/``stride`` default to the recipe's (fps: else the
+    video's own); ``size`` shrinks the recipe (tests, quick looks);
     ``device`` ``None`` = CUDA when available; ``batch_size`` ``None`` = 2 on
     CPU, 16 on CUDA; ``amp`` (CUDA only) runs the backbone in float16.
     ``spatial_grid`` (``g >= 1``) and ``levels`` add the extra outputs of the
@@ -143,6 +143,8 @@ class Extractor:
         self.recipe: Recipe = recipe.scaled(opts.size)
         self.clip_len = int(opts.clip_len or self.recipe.clip_len)
         self.stride = int(opts.stride or self.recipe.stride)
+        #: sample fps: --fps, else the recipe's (TSP: 15), else each video's own (None)
+        self.fps = opts.fps if opts.fps is not None else self.recipe.fps
         if self.clip_len < 1 or self.stride < 1:
             raise ConfigError("--clip-len and --stride must be positive")
         if self.clip_len % self.family.clip_multiple:
@@ -248,7 +250,7 @@ class Extractor:
             feature_dim=self.feature_dim,
             clip_len=self.clip_len,
             stride=self.stride,
-            fps=None if self.opts.fps is None else float(self.opts.fps),
+            fps=None if self.fps is None else float(self.fps),
             weights=self.weights,
             preprocessing={"recipe": self.recipe.to_dict(), "flow": flow,
                            "rgb": self.recipe.rgb_normalisation() if "rgb" in self.streams else None},
@@ -290,7 +292,7 @@ class Extractor:
     # -- inputs -----------------------------------------------------------------
     def plan(self, reader: VideoReader) -> SnippetPlan:
         """Snippet plan of an opened video with this run's fps / clip / stride."""
-        return plan_snippets(reader.info, self.clip_len, self.stride, self.opts.fps)
+        return plan_snippets(reader.info, self.clip_len, self.stride, self.fps)
 
     def clip_batches(self, reader: VideoReader, plan: SnippetPlan,
                      flow_frames: FlowFrames | None = None) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:

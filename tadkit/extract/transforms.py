@@ -37,9 +37,16 @@ Stage-II recipes (one per backbone family; spec sections 2.2, 3.4, 4.3, 4.4):
     aspect not kept) before the 112 crop, as v-iashin/video_features does.
 ``mfe_menet`` (MENet movement features)
     as ``r2plus1d_ig65m`` with 32-frame snippets every 16 frames (sigma = 16).
+``tsp`` (TSP / TAC R(2+1)D-34 releases, Alwassel et al., arXiv 2011.11479)
+    16-frame clips every 16 frames at **15 fps**; every frame resized to
+    exactly 171x128 (WxH) *without* antialiasing (plain bilinear, as
+    ``F.interpolate`` in the TSP code), centre crop 112 at offsets
+    ``round((H - 112) / 2)``, ``round((W - 112) / 2)`` (Python rounding: rows
+    8, cols 30); RGB normalised as ``r2plus1d_ig65m``. For ``r2plus1d_34``
+    and ``mfe``.
 
-Resizing is bilinear with antialiasing (as PIL's bilinear filter) and the
-result is rounded to 8 bits, like a decoded JPEG frame. ``Recipe.scaled(size)``
+Resizing is bilinear with antialiasing (as PIL's bilinear filter; ``tsp``:
+without) and the result is rounded to 8 bits, like a decoded JPEG frame. ``Recipe.scaled(size)``
 shrinks every size in proportion (crop 224 -> ``size``), for quick runs and
 tests; the scaled recipe is recorded under its own description.
 """
@@ -79,7 +86,10 @@ class Recipe:
     channel where ``x' = x / (255 / rgb_range)`` (``rgb_range`` 255: raw 0-255
     values, 1: ``x/255``). ``rgb_frames``/``flow_frames``: frames of each
     snippet a stream reads, centred on the snippet (``None``: all of them; see
-    :meth:`stream_offsets`).
+    :meth:`stream_offsets`). ``fps``: the sample rate the recipe is made for
+    (``None``: each video's own; ``--fps`` overrides it); ``antialias``:
+    antialiased resizing; ``crop_offset``: the centre crop starts at
+    ``(H - crop) // 2`` (``"floor"``) or ``round((H - crop) / 2)`` (``"round"``).
     """
 
     name: str
@@ -96,6 +106,9 @@ class Recipe:
     rgb_std: tuple[float, ...] | None = None
     rgb_frames: int | None = None
     flow_frames: int | None = None
+    fps: float | None = None
+    antialias: bool = True
+    crop_offset: str = "floor"
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """``(H, W)`` after the resize step for a ``height x width`` frame."""
@@ -109,6 +122,8 @@ class Recipe:
 
     def crop_box(self, height: int, width: int) -> tuple[int, int]:
         """Top-left ``(y, x)`` of the centre crop in a resized ``height x width`` frame."""
+        if self.crop_offset == "round":
+            return max(0, round((height - self.crop) / 2)), max(0, round((width - self.crop) / 2))
         return max(0, (height - self.crop) // 2), max(0, (width - self.crop) // 2)
 
     def stream_offsets(self, stream: str, clip_len: int | None = None) -> np.ndarray:
@@ -155,8 +170,9 @@ class Recipe:
         if self.rgb_mean is None:
             for key in ("rgb_range", "rgb_mean", "rgb_std"):
                 d.pop(key)
-        for key in ("rgb_frames", "flow_frames"):
-            if d[key] is None:
+        for key, default in (("rgb_frames", None), ("flow_frames", None), ("fps", None),
+                             ("antialias", True), ("crop_offset", "floor")):
+            if d[key] == default:
                 d.pop(key)
         for key in ("resize_to", "rgb_mean", "rgb_std"):
             if isinstance(d.get(key), tuple):
@@ -180,6 +196,8 @@ RECIPES: dict[str, Recipe] = {
                                       20.0, 32, 32, rgb_range=1.0, rgb_mean=KINETICS_MEAN, rgb_std=KINETICS_STD),
     "mfe_menet": Recipe("mfe_menet", "short_side", 128, 112, "center", "uint8", 20.0, 32, 16,
                         rgb_range=1.0, rgb_mean=KINETICS_MEAN, rgb_std=KINETICS_STD),
+    "tsp": Recipe("tsp", "fixed", (171, 128), 112, "center", "uint8", 20.0, 16, 16, rgb_range=1.0,
+                  rgb_mean=KINETICS_MEAN, rgb_std=KINETICS_STD, fps=15.0, antialias=False, crop_offset="round"),
 }
 
 
@@ -195,11 +213,11 @@ def resize_frames(frames: np.ndarray, recipe: Recipe) -> np.ndarray:
     """``[N, H, W, C]`` frames (or flow maps) -> ``[N, H', W', C]`` after the recipe's resize step."""
     n, h, w, c = frames.shape
     th, tw = recipe.resized_size(h, w)
-    return resize_maps(frames, th, tw)
+    return resize_maps(frames, th, tw, recipe.antialias)
 
 
-def resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear antialiased resize of ``[N, H, W, C]`` maps; uint8 input is rounded back to uint8.
+def resize_maps(maps: np.ndarray, height: int, width: int, antialias: bool = True) -> np.ndarray:
+    """Bilinear (by default antialiased) resize of ``[N, H, W, C]`` maps; uint8 input is rounded back to uint8.
 
     Values are resampled, not rescaled (flow vectors keep their magnitude).
     """
@@ -208,7 +226,7 @@ def resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     is_u8 = maps.dtype == np.uint8
     t = torch.from_numpy(np.ascontiguousarray(maps)).permute(0, 3, 1, 2)
     t = t.float() if is_u8 else t
-    t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias)
     if is_u8:
         t = t.round_().clamp_(0, 255).to(torch.uint8)
     return t.permute(0, 2, 3, 1).contiguous().numpy()
@@ -221,7 +239,7 @@ def crop_maps(maps: np.ndarray, recipe: Recipe) -> np.ndarray:
     """
     n, h, w, c = maps.shape
     if recipe.crop_mode == "resize":
-        return resize_maps(maps, recipe.crop, recipe.crop)
+        return resize_maps(maps, recipe.crop, recipe.crop, recipe.antialias)
     if h < recipe.crop or w < recipe.crop:
         raise ValueError(f"resized frame {w}x{h} is smaller than the crop {recipe.crop}")
     y, x = recipe.crop_box(h, w)

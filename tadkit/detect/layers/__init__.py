@@ -23,10 +23,14 @@
   layer (precomputed sparse sampling weights, fused with its 3-D conv).
 * :mod:`~tadkit.detect.layers.non_local` — the non-local block over 1-D
   sequences.
+* :mod:`~tadkit.detect.layers.anchors` — MENet's anchor sets on the proposal
+  map layout: the map without its duration-0 row, best-tIoU matching, centre /
+  duration offsets.
 * :mod:`~tadkit.detect.layers.targets` — class targets over ground truths that
   share a segment (multi-hot, or spread for a softmax).
 """
 from tadkit.detect.layers.align import segment_align, segment_align_batched
+from tadkit.detect.layers.anchors import anchor_map, apply_offsets, match_anchors, offset_targets
 from tadkit.detect.layers.attention import (TransformerBlock, TransformerEncoder, grid_patches,
                                             sinusoidal_embedding)
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions, range_max_table
@@ -49,4 +53,5 @@ __all__ = ["TransformerBlock", "TransformerEncoder", "grid_patches", "sinusoidal
            "segment_align", "segment_align_batched", "boundary_peaks", "peak_pairs", "MaskedLSTM",
            "reverse_padded", "BoundaryMatching", "sampling_weights", "NonLocal1d", "boundary_labels",
            "cell_overlap", "iou_map", "map_segments", "map_valid", "pair_candidates", "proposal_detections",
+           "anchor_map", "match_anchors", "offset_targets", "apply_offsets",
            "hungarian_match", "match_sets", "matching_cost"]

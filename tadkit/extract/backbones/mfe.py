@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .r2plus1d import LEVELS, BasicBlock, R2Plus1D34, maps_to_outputs
-from ._common import grid_pool
+from ._common import grid_pool, no_classifier_error
 
 FEATURE_DIM = 1024
 STATIC_PATHS = ("runs", "naive")
@@ -89,6 +89,13 @@ class MovementFeatureExtractor(R2Plus1D34):
             out["levels"] = OrderedDict((k, torch.cat([v - static["levels"][k], v], dim=1))
                                         for k, v in total["levels"].items())
         return out
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores ``[B, C]`` (no softmax) of the clip path: the checkpoint's
+        classifier reads the 512-d R(2+1)D feature ``F(x)``, not the 1024-d MFE output."""
+        if self.fc is None:
+            raise no_classifier_error("mfe")
+        return self.fc(super().extract_features(x))
 
     def middle_frame(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, T, H, W]`` -> the frame copied into the static clip, ``[B, 3, H, W]``."""

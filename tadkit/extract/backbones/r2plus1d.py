@@ -18,6 +18,16 @@ The module tree mirrors torchvision's ``VideoResNet`` so ``state_dict()`` is
 the ``ig65m`` layout (``stem.0.weight``, ``layer2.0.conv2.0.0.weight``, ...,
 ``fc.*``). The classifier is sized from the checkpoint (487 / 359 / 400
 classes) or dropped.
+
+Layout ``tsp``: the checkpoints released with TSP (Alwassel et al.,
+"TSP: Temporally-Sensitive Pretraining of Video Encoders for Localization
+Tasks", arXiv 2011.11479), e.g. ``r2plus1d_34-tac_on_kinetics``: the same
+trunk under ``features.`` (``features.stem.0.weight``, ...; the trunk's own fc
+is removed) and the classifier heads beside it -- ``fc.*`` for the one-head
+TAC models (Kinetics-400, ActivityNet or THUMOS14 actions), ``fc1.*`` (action
+classes) and ``fc2.*`` (foreground / background, over ``[feature, GVF]``) for
+the two-head TSP models. ``fc`` / ``fc1`` become the model's classifier;
+``fc2`` has no counterpart in the backbone and is left out.
 """
 from __future__ import annotations
 
@@ -32,7 +42,9 @@ from ._common import (check_format, detect_layout, grid_pool, load_checked, no_c
                       strided_positions)
 
 FEATURE_DIM = 512
-CHECKPOINT_FORMATS = ("ig65m",)
+CHECKPOINT_FORMATS = ("ig65m", "tsp")
+#: key prefix of the trunk in the ``tsp`` layout
+TSP_TRUNK = "features."
 BN_EPS = 1e-3
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
@@ -131,12 +143,12 @@ class R2Plus1D34(nn.Module):
             self.num_classes = int(num_classes)
 
     def state_dict_as(self, fmt: str = "ig65m") -> dict[str, torch.Tensor]:
-        """The state dict in layout ``fmt`` (only ``ig65m``: the model's own)."""
+        """The state dict in layout ``fmt`` (``ig65m``: the model's own; ``tsp``: a one-head TAC file)."""
         return convert_state_dict(self.state_dict(), src="ig65m", dst=fmt)
 
     def load_checkpoint_state(self, state: Mapping[str, torch.Tensor], fmt: str = "auto",
                               source: str = "checkpoint", classifier: str = "auto") -> str:
-        """Load an IG-65M / torchvision-layout state dict; returns the layout name.
+        """Load an IG-65M / torchvision- or TSP-layout state dict; returns the layout name.
 
         The fc is sized from the checkpoint or removed if it has none. Raises
         :class:`InputError` naming ``source`` on missing, unexpected or
@@ -193,20 +205,38 @@ def maps_to_outputs(maps: Mapping[str, torch.Tensor], grid: int, levels: bool) -
 
 # --------------------------------------------------------------------------- layouts
 def detect_format(state: Mapping[str, object], source: str = "checkpoint") -> str:
-    """``ig65m`` if the keys look like torchvision VideoResNet; ``InputError`` otherwise."""
-    return detect_layout(state, {"ig65m": ("stem.0.", "layer1.0.conv1.0.0.")},
+    """``ig65m`` (torchvision VideoResNet keys) or ``tsp`` (the same under ``features.``); ``InputError`` otherwise."""
+    return detect_layout(state, {"ig65m": ("stem.0.", "layer1.0.conv1.0.0."),
+                                 "tsp": (TSP_TRUNK + "stem.0.", TSP_TRUNK + "layer1.0.conv1.0.0.")},
                          what="R(2+1)D-34", source=source)
 
 
 def convert_state_dict(state: Mapping[str, torch.Tensor], src: str, dst: str) -> dict[str, torch.Tensor]:
-    """Identity for the single ``ig65m`` layout (validates the names; values shared)."""
+    """Rename keys between the ``ig65m`` and ``tsp`` layouts (values shared, order kept).
+
+    ``tsp`` -> ``ig65m`` strips ``features.`` from the trunk, renames a
+    two-head file's action head ``fc1.`` to ``fc.`` and leaves out its
+    foreground / background head ``fc2.*`` (nothing in the backbone reads
+    it); ``ig65m`` -> ``tsp`` adds ``features.`` to the trunk (a one-head TAC
+    layout).
+    """
     for fmt in (src, dst):
         check_format(fmt, CHECKPOINT_FORMATS, "R(2+1)D-34")
-    return dict(state)
+    if src == dst:
+        return dict(state)
+    if src == "tsp":
+        return {_from_tsp(k): v for k, v in state.items() if not k.startswith("fc2.")}
+    return {(k if k.startswith("fc.") else TSP_TRUNK + k): v for k, v in state.items()}
 
 
 def _bn(channels: int) -> nn.BatchNorm3d:
     return nn.BatchNorm3d(channels, eps=BN_EPS, momentum=0.1)
+
+
+def _from_tsp(key: str) -> str:
+    if key.startswith(TSP_TRUNK):
+        return key[len(TSP_TRUNK):]
+    return "fc." + key[len("fc1."):] if key.startswith("fc1.") else key
 
 
 def _hint(sd: Mapping[str, torch.Tensor], missing: list, unexpected: list) -> str:
