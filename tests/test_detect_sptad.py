@@ -420,8 +420,8 @@ def test_registry_builds_sptad_from_the_engines_input_info():
         assert build_head("sptad", SPTADConfig(**TINY), 12, 3, inputs=InputInfo()).needs == frozenset()
     with pytest.raises(ValueError, match="divisible"):
         SPTADConfig(dim=10, attn_heads=4)
-    with pytest.raises(ValueError, match="eta"):
-        SPTADConfig(eta=0)
+    with pytest.raises(ConfigError, match="key 'sptad.eta' must be > 0"):
+        load_config(DetectConfig, None, ["sptad.eta=0"])
 
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "sptad"
