@@ -333,6 +333,58 @@ class MENetConfig:
             raise ValueError("max_candidates must be at least 1")
 
 
+@config_ranges(dim="[1, inf)", num_levels="[1, inf)", num_proposals="[1, inf)", num_heads="[1, inf)",
+               attn_heads="[1, inf)", eta="(0, inf)", soi_bins="[1, inf)", soi_samples="[1, inf)",
+               dynamic_dim="[1, inf)", ffn_dim="[1, inf)", dropout="[0, 1)", cls_weight="[0, inf)",
+               l1_weight="[0, inf)", giou_weight="[0, inf)", act_weight="[0, inf)", focal_alpha="[0, 1]",
+               focal_gamma="[0, inf)", prior_prob="(0, 1)")
+@dataclass
+class SPTADConfig:
+    """Settings of the SP-TAD head (Wu et al.; ``tadkit/detect/heads/sptad.py``).
+
+    ``tfpn``: the paper's Table 5 inputs — ``inter`` (pyramid of the backbone
+    levels, the default), ``high`` (pyramid built from the last level) or
+    ``single`` (the last level alone); ``inter`` without stored levels falls
+    back to ``single``. The pyramid has ``num_levels`` levels of ``dim``
+    channels (``inter``: the backbone levels, then max-pooled ones).
+    ``num_proposals`` learnable proposals (normalised centre and width,
+    ``proposal_init`` ``random`` or ``full``) pass ``num_heads`` iterative
+    detection heads: multi-head self-attention (``attn_heads``), SoI Align
+    of each proposal widened by ``length / eta`` on each side to ``soi_bins``
+    bins, dynamic interaction (``dim × dynamic_dim``, ``dynamic_dim × dim``),
+    FFN (``ffn_dim``). ``cls_head``: the clip-level action classification
+    head, multiplied into the scores. Loss: Hungarian matching and
+    ``cls_weight · focal + l1_weight · L1 + giou_weight · (1 − GIoU)`` on every
+    head, plus ``act_weight · BCE`` of the clip-level head.
+    """
+
+    dim: int = 256
+    tfpn: Literal["inter", "high", "single"] = "inter"
+    num_levels: int = 4
+    num_proposals: int = 50
+    proposal_init: Literal["random", "full"] = "random"
+    num_heads: int = 4
+    attn_heads: int = 8
+    eta: float = 5.0
+    soi_bins: int = 16
+    soi_samples: int = 2
+    dynamic_dim: int = 64
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    cls_head: bool = True
+    cls_weight: float = 2.0
+    l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    act_weight: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    prior_prob: float = 0.01
+
+    def __post_init__(self) -> None:  # the ranges above are checked when a config is loaded
+        if self.attn_heads >= 1 and self.dim % self.attn_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by attn_heads={self.attn_heads}")
+
+
 @config_ranges(length="[1, inf)", max_length="[1, inf)", train_overlap="[0, 1)", infer_overlap="[0, 1)",
                min_ioi="[0, 1]", holdout_fraction="[0, 1)", num_workers="[0, inf)", train_stride="[1, inf)",
                infer_stride="[1, inf)", infer_batch_size="[1, inf)", proposals_topk="[1, inf)")
@@ -352,9 +404,11 @@ class DataConfig:
     Inputs (:mod:`tadkit.data.sources`): ``streams`` keeps some of the
     stored streams (``[rgb]``, ``[flow]``; empty or ``[both]``: all),
     ``channels`` keeps ``[start, end)`` ranges of the kept channels,
-    ``levels`` names stored backbone levels for heads that read them,
-    ``normalize`` standardises every channel with statistics of the training
-    videos (stored in the run). ``infer_batch_size``: samples per inference
+    ``levels`` names stored backbone levels for heads that read them
+    (``optional_levels``: a store with no stored level at all runs without
+    them, for heads with a single-level fallback), ``normalize``
+    standardises every channel with statistics of the training videos
+    (stored in the run). ``infer_batch_size``: samples per inference
     batch. ``proposals_topk``: proposals per video a chained run
     (``--from-run``) takes from its source.
     """
@@ -375,6 +429,7 @@ class DataConfig:
     streams: list[str] = field(default_factory=list)
     channels: list[list[int]] = field(default_factory=list)
     levels: list[str] = field(default_factory=list)
+    optional_levels: bool = False
     normalize: bool = True
     infer_batch_size: int = 16
     proposals_topk: int = 100
@@ -482,6 +537,7 @@ class DetectConfig:
     menet: MENetConfig = field(default_factory=MENetConfig)
     bmn: BMNConfig = field(default_factory=BMNConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    sptad: SPTADConfig = field(default_factory=SPTADConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -163,6 +163,33 @@ KEY_HELP: dict[str, str] = {
     "refine.action_weight": "Weight of the action-score loss of every module.",
     "refine.score": "Refined proposals' score: iou (the last module's IoU) or product (x the input score).",
     "refine.dropout": "Dropout after the fully connected layer and in the transformer.",
+    # -- SP-TAD
+    "sptad.dim": "Model width d: pyramid channels and proposal features (paper: 256).",
+    "sptad.tfpn": "Temporal feature pyramid (Table 5): inter (the backbone levels of data.levels, then "
+                  "max-pooled levels), high (strided convs over the last level) or single (the last level "
+                  "alone); inter without stored levels falls back to single.",
+    "sptad.num_levels": "Pyramid levels of inter and high (paper: 4; inter: the backbone levels, then "
+                        "stride-2 max pooling of the top one).",
+    "sptad.num_proposals": "Learnable proposals N (paper: 50 on THUMOS14, 100 on ActivityNet).",
+    "sptad.proposal_init": "Initial proposals: random (centres uniform, widths log-uniform in [1/16, 1] of "
+                           "the sample) or full (every proposal covers the sample).",
+    "sptad.num_heads": "Stacked iterative detection heads, each with its auxiliary loss (Table 6; paper: 4).",
+    "sptad.attn_heads": "Attention heads of the proposals' self-attention (divides dim).",
+    "sptad.eta": "A proposal of length l is widened by l / eta on each side before SoI Align (paper: 5).",
+    "sptad.soi_bins": "Bins T' of SoI Align (the aligned temporal resolution).",
+    "sptad.soi_samples": "Points averaged per SoI Align bin.",
+    "sptad.dynamic_dim": "Hidden width d_h of the dynamic interaction (d x d_h, then d_h x d).",
+    "sptad.ffn_dim": "Hidden width of each head's two-layer FFN.",
+    "sptad.dropout": "Dropout in self-attention, dynamic interaction and FFN residuals.",
+    "sptad.cls_head": "Ablation switch: the clip-level action classification head (Table 7), multiplied "
+                      "into the detection scores.",
+    "sptad.cls_weight": "Weight of the focal classification term, in matching and loss (Sparse R-CNN: 2).",
+    "sptad.l1_weight": "Weight of the L1 term on normalised boundaries (Sparse R-CNN: 5).",
+    "sptad.giou_weight": "Weight of the GIoU term (Sparse R-CNN: 2).",
+    "sptad.act_weight": "Weight of the clip-level head's BCE.",
+    "sptad.focal_alpha": "Focal loss alpha.",
+    "sptad.focal_gamma": "Focal loss gamma.",
+    "sptad.prior_prob": "Initial class probability of the detection heads (bias initialisation).",
     # -- data
     "data.mode": "How videos become samples: full (whole sequence, padded per batch), resize (to length "
                  "cells) or window (sliding windows of length cells).",
@@ -185,6 +212,8 @@ KEY_HELP: dict[str, str] = {
     "data.channels": "[start, end) channel ranges kept after stream selection, e.g. [[512, 1024]] for the "
                      "total half of MFE features, MENet's Base ablation (empty: all).",
     "data.levels": "Stored backbone levels a head reads (e.g. [rgb/Mixed_4f, rgb/Mixed_5c]; empty: none).",
+    "data.optional_levels": "A store without any stored level runs without data.levels (heads that read "
+                            "levels fall back to a single-level variant) instead of failing.",
     "data.normalize": "Standardise every channel with mean / std of the training features (stored in the "
                       "run, applied at inference).",
     "data.infer_batch_size": "Samples per inference forward pass (detect infer --batch-size overrides it).",

@@ -49,10 +49,19 @@ def open_stores(paths: Sequence[str | os.PathLike] | str | os.PathLike,
 
 def make_source(cfg: DetectConfig, stores: Sequence[FeatureStore],
                 normalization: Normalization | None = None) -> FeatureSource:
-    """The :class:`FeatureSource` of ``cfg.data`` (streams, channels, levels) over ``stores``."""
+    """The :class:`FeatureSource` of ``cfg.data`` (streams, channels, levels) over ``stores``.
+
+    With ``data.optional_levels``, stores without any stored level give a source without levels.
+    """
     d = cfg.data
-    return FeatureSource(stores, streams=d.streams, channels=d.channels, levels=d.levels,
+    levels = d.levels if not d.optional_levels or any(_has_levels(s) for s in stores) else []
+    return FeatureSource(stores, streams=d.streams, channels=d.channels, levels=levels,
                          normalization=normalization)
+
+
+def _has_levels(store: FeatureStore) -> bool:
+    """Whether the store holds backbone levels (its provenance lists them; no video file is read)."""
+    return bool(store.provenance.extras.get("levels"))
 
 
 def input_info(source: FeatureSource, video_id: str | None = None) -> InputInfo:

@@ -21,7 +21,7 @@ HEADS: Registry[Callable[..., DetectionHead]] = Registry("detection head")
 #: head name -> module that registers it (imported on first use).
 HEAD_MODULES = {"mltpn": "tadkit.detect.heads.mltpn", "talmts": "tadkit.detect.heads.talmts",
                 "menet": "tadkit.detect.heads.menet", "bmn": "tadkit.detect.heads.bmn",
-                "refine": "tadkit.detect.heads.refine"}
+                "refine": "tadkit.detect.heads.refine", "sptad": "tadkit.detect.heads.sptad"}
 
 
 def get_head(name: str) -> Callable[..., DetectionHead]:

@@ -25,7 +25,8 @@ from tadkit.detect.postprocess import Detections
 #: inputs a head may declare in ``needs``
 INPUTS = frozenset({"grid", "levels", "proposals"})
 
-__all__ = ["INPUTS", "DetectionHead", "InputInfo", "LevelInput", "group_parameters", "weighted_mean"]
+__all__ = ["INPUTS", "DetectionHead", "InputInfo", "LevelInput", "group_parameters", "topk_detections",
+           "weighted_mean"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,28 @@ class DetectionHead(nn.Module):
 
 
 # --------------------------------------------------------------------------- helpers for heads
+def topk_detections(segments: torch.Tensor, scores: torch.Tensor, topk: int = 2000,
+                    min_score: float = 0.0) -> list[Detections]:
+    """Per sample, the best ``topk`` (candidate, class) pairs scoring above ``min_score``.
+
+    ``segments (B, N, 2)`` grid units and ``scores (B, N, C)``: a head's
+    candidates with one score per class (zero out invalid candidates first);
+    ``topk`` 0 or less keeps every pair. Returns one :class:`Detections` per
+    sample, best first, labels the class indices.
+    """
+    out = []
+    num_classes = scores.shape[-1]
+    for seg, score in zip(segments, scores):
+        flat = score.reshape(-1)
+        k = min(int(topk), flat.numel()) if topk and topk > 0 else flat.numel()
+        top, idx = flat.topk(k)
+        keep = top > min_score
+        top, idx = top[keep], idx[keep]
+        out.append(Detections(seg[idx // num_classes].cpu().numpy(), top.cpu().numpy(),
+                              (idx % num_classes).cpu().numpy()))
+    return out
+
+
 def weighted_mean(outputs: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """The default :meth:`DetectionHead.average_outputs` (see there)."""
     if not outputs:

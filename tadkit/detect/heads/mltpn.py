@@ -47,7 +47,7 @@ from torch import nn
 from tadkit.detect.config import MLTPNConfig
 from tadkit.detect.geometry import pairwise_iou, segment_iou
 from tadkit.detect.heads import HEADS
-from tadkit.detect.heads.base import DetectionHead
+from tadkit.detect.heads.base import DetectionHead, topk_detections
 from tadkit.detect.layers.pyramid import level_centers
 from tadkit.detect.layers.targets import instance_classes, softmax_targets
 from tadkit.detect.losses import giou_loss, smooth_l1
@@ -210,17 +210,7 @@ class MLTPN(DetectionHead):
             probs = probs * torch.sigmoid(outputs["conf_logits"].float())[..., None]
         segs = decode_segments(anchors, outputs["deltas"].float())
         valid = anchor_validity(anchors, mask, probs.shape[0])
-        out = []
-        for i in range(probs.shape[0]):
-            scores = probs[i].masked_fill(~valid[i][:, None], 0.0).reshape(-1)
-            k = min(int(topk), scores.numel()) if topk and topk > 0 else scores.numel()
-            top, idx = scores.topk(k)
-            keep = top > min_score
-            top, idx = top[keep], idx[keep]
-            anchor_idx = idx // self.num_classes
-            out.append(Detections(segs[i][anchor_idx].cpu().numpy(), top.cpu().numpy(),
-                                  (idx % self.num_classes).cpu().numpy()))
-        return out
+        return topk_detections(segs, probs.masked_fill(~valid[..., None], 0.0), topk, min_score)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

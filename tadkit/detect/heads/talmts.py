@@ -55,7 +55,7 @@ from torch import nn
 from tadkit.detect.config import TALMTSConfig
 from tadkit.detect.geometry import segment_iou
 from tadkit.detect.heads import HEADS
-from tadkit.detect.heads.base import DetectionHead, InputInfo, LevelInput
+from tadkit.detect.heads.base import DetectionHead, InputInfo, LevelInput, topk_detections
 from tadkit.detect.layers.attention import TransformerEncoder, grid_patches, sinusoidal_embedding
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions
 from tadkit.detect.layers.pyramid import (ConvNormReLU, StoredLevelPyramid, TemporalPyramid, frame_level_feature,
@@ -243,17 +243,7 @@ class TALMTS(DetectionHead):
         segs, scores = inference(outputs["coarse_segments"].float(), outputs["offsets"].float(),
                                  outputs["coarse_logits"].float(), outputs["refined_logits"].float(),
                                  outputs["quality_logits"].float())
-        scores = scores.masked_fill(~outputs["valid"][..., None], 0.0)
-        out = []
-        for i in range(scores.shape[0]):
-            flat = scores[i].reshape(-1)
-            k = min(int(topk), flat.numel()) if topk and topk > 0 else flat.numel()
-            top, idx = flat.topk(k)
-            keep = top > min_score
-            top, idx = top[keep], idx[keep]
-            out.append(Detections(segs[i][idx // self.num_classes].cpu().numpy(), top.cpu().numpy(),
-                                  (idx % self.num_classes).cpu().numpy()))
-        return out
+        return topk_detections(segs, scores.masked_fill(~outputs["valid"][..., None], 0.0), topk, min_score)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

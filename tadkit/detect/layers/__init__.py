@@ -14,6 +14,8 @@
   (packed; backward paths reverse each sequence within its own length).
 * :mod:`~tadkit.detect.layers.peaks` — BSN / BMN boundary-peak candidates and
   their start-end pairs.
+* :mod:`~tadkit.detect.layers.matching` — set-prediction matching cost
+  (focal + L1 + GIoU) and the Hungarian assignment (query-based heads: SP-TAD).
 * :mod:`~tadkit.detect.layers.proposal_map` — duration × start proposal maps
   (BMN, MENet): entry geometry and validity, IoU label maps, boundary and
   actionness labels, boundary-peak candidates read from a map.
@@ -33,6 +35,7 @@ from tadkit.detect.layers.attention import (TransformerBlock, TransformerEncoder
                                             sinusoidal_embedding)
 from tadkit.detect.layers.boundary import boundary_max_pool, boundary_regions, range_max_table
 from tadkit.detect.layers.boundary_matching import BoundaryMatching, sampling_weights
+from tadkit.detect.layers.matching import hungarian_match, match_sets, matching_cost
 from tadkit.detect.layers.non_local import NonLocal1d
 from tadkit.detect.layers.peaks import boundary_peaks, peak_pairs
 from tadkit.detect.layers.proposal_map import (boundary_labels, cell_overlap, iou_map, map_segments, map_valid,
@@ -50,4 +53,5 @@ __all__ = ["TransformerBlock", "TransformerEncoder", "grid_patches", "sinusoidal
            "segment_align", "segment_align_batched", "boundary_peaks", "peak_pairs", "MaskedLSTM",
            "reverse_padded", "BoundaryMatching", "sampling_weights", "NonLocal1d", "boundary_labels",
            "cell_overlap", "iou_map", "map_segments", "map_valid", "pair_candidates", "proposal_detections",
-           "anchor_map", "match_anchors", "offset_targets", "apply_offsets"]
+           "anchor_map", "match_anchors", "offset_targets", "apply_offsets",
+           "hungarian_match", "match_sets", "matching_cost"]
