@@ -262,3 +262,28 @@ def test_no_features_and_wrong_source_kinds_are_input_errors(tmp_path):
         import_features(tmp_path / "empty", tmp_path / "s", LAYOUTS["tsp-h5"])
     with pytest.raises(InputError, match="folder"):
         import_features(tmp_path / "nope.npy", tmp_path / "s", LAYOUTS["hacs-slowfast"])
+
+
+@pytest.mark.parametrize("name, write, problem", [
+    ("empty", lambda p: p.write_bytes(b""), "not a .npy file"),
+    ("truncated", lambda p: p.write_bytes(_npy_bytes(_feats(4, 4, 0))[:90]), "unreadable features (EOF"),
+    ("complex", lambda p: np.save(p, np.ones((2, 4), np.complex64)), "real numbers"),
+    ("huge", lambda p: np.save(p, np.full((2, 4), 1e39)), "beyond float32"),
+    ("flags", lambda p: np.save(p, np.ones((2, 4), bool)), "real numbers"),
+])
+def test_hostile_npy_files_are_recorded_not_raised(tmp_path, name, write, problem):
+    src = tmp_path / "f"
+    src.mkdir()
+    np.save(src / "good.npy", _feats(2, 4, 0))
+    write(src / f"{name}.npy")
+    report = import_features(src, tmp_path / "s", LAYOUTS["hacs-slowfast"])
+    assert report.written == ["good"] and list(report.failed) == [name]
+    assert report.failed[name].startswith(str(src / f"{name}.npy") + ": ") and problem in report.failed[name]
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()

@@ -208,6 +208,9 @@ class _Reader:
         where = self.where(name)
         try:
             if self.kind == "npy":
+                with open(where, "rb") as fh:
+                    if fh.read(6) != b"\x93NUMPY":
+                        raise InputError(where, "unreadable features (not a .npy file: no NumPy header)")
                 arr = np.load(where, allow_pickle=False)
             elif self.kind == "csv":
                 with warnings.catch_warnings():  # an empty file: reported below as shape (0, 1)
@@ -216,16 +219,18 @@ class _Reader:
             else:
                 with h5py.File(self.root, "r") as f:
                     arr = f[name][()]
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(where, f"unreadable features ({' '.join(str(exc).split())})") from None
+        except (OSError, ValueError, KeyError, EOFError) as exc:  # EOFError: an empty .npy
+            raise InputError(where, f"unreadable features ({' '.join(str(exc).split()) or 'empty file'})") from None
         arr = np.asarray(arr)
         if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise InputError(where, f"expected features [T, C] with T, C >= 1, got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.number):
-            raise InputError(where, f"expected numbers, got dtype {arr.dtype}")
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise InputError(where, f"expected real numbers, got dtype {arr.dtype}")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: caught below
+            arr = arr.astype(np.float32, copy=False)
         if not np.isfinite(arr).all():
-            raise InputError(where, "features hold NaN or infinite values")
-        return arr.astype(np.float32, copy=False)
+            raise InputError(where, "features hold NaN or infinite values (or values beyond float32)")
+        return arr
 
 
 def _reader(source: Path, layout: Layout) -> _Reader:
