@@ -287,3 +287,20 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+
+
+def test_a_rerun_with_another_time_rule_is_refused_not_mixed_into_the_store(tmp_path, capsys):
+    src = tmp_path / "f"
+    src.mkdir()
+    np.save(src / "a.npy", _feats(4, 4, 0))
+    opentad = LAYOUTS["opentad-npy"]
+    import_features(src, tmp_path / "s", opentad.with_overrides(stride=4, offset=8, fps=30.0))
+    np.save(src / "b.npy", _feats(4, 4, 1))
+    code = main(["data", "import-features", str(src), "--layout", "opentad-npy", "--stride", "4",
+                 "--offset-frames", "0", "--clip-len", "16", "--fps", "30", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("error: ") and err.count("\n") == 1
+    assert "imported with another time rule" in err and "parameters.offset: features have 8" in err
+    assert FeatureStore.open(tmp_path / "s").video_ids() == ["a"]
+    same = import_features(src, tmp_path / "s", opentad.with_overrides(stride=4, offset=8, fps=30.0))
+    assert same.written == ["b"] and same.skipped == ["a"]

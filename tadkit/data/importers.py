@@ -37,7 +37,7 @@ import numpy as np
 from tadkit import timeline
 from tadkit.data.annotations import Annotations
 from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
-from tadkit.errors import ConfigError, InputError
+from tadkit.errors import ConfigError, InputError, ProvenanceError
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,13 @@ def import_features(source: str | Path, out: str | Path, layout: Layout, *,
                                  f"{next(iter(report.failed.values()))}")
     prov = _provenance(layout, source, dim)
     with FeatureStore.create(out, prov) as writer:
+        # joining a store checks the feature fields; the time rule lives in extras: a rerun with
+        # another --offset-frames (say) would stamp the new videos differently from the old ones
+        changed = writer.provenance.mismatches(prov, keys=("extras",))
+        if changed:  # the convention is the parameters in words: name the parameters first
+            changed.sort(key=lambda line: ".convention:" in line)
+            raise ProvenanceError(f"{writer.root}: the store was imported with another time rule; use another "
+                                  "output directory or the same layout and parameters: " + "; ".join(changed[:2]))
         for name in names:
             vid = ids[name]
             if writer.has(vid):
