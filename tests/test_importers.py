@@ -3,6 +3,7 @@ snippet times checked against values computed by hand from each release's conven
 from __future__ import annotations
 
 import json
+import math
 
 import h5py
 import numpy as np
@@ -304,3 +305,24 @@ def test_a_rerun_with_another_time_rule_is_refused_not_mixed_into_the_store(tmp_
     assert FeatureStore.open(tmp_path / "s").video_ids() == ["a"]
     same = import_features(src, tmp_path / "s", opentad.with_overrides(stride=4, offset=8, fps=30.0))
     assert same.written == ["b"] and same.skipped == ["a"]
+
+
+@pytest.mark.parametrize("override", [{"fps": math.inf}, {"fps": math.nan}, {"offset": math.nan},
+                                      {"offset": math.inf}, {"offset": -1.0}])
+def test_non_finite_layout_parameters_are_config_errors(override):
+    with pytest.raises(ConfigError, match="finite"):
+        LAYOUTS["opentad-npy"].with_overrides(stride=4, clip_len=16, **{"fps": 30.0, **override})
+
+
+@pytest.mark.parametrize("row", ["v_a,100,inf,100", "v_a,100,nan,100", "v_a,100", "v_a,x,1,1"])
+def test_bad_video_info_rows_are_one_line_errors_naming_the_line(tmp_path, row):
+    info = tmp_path / "video_info_new.csv"
+    info.write_text(f"video,numFrame,seconds,featureFrame\nv_b,10,1,10\n{row}\n")
+    src = tmp_path / "csv"
+    src.mkdir()
+    _bmn_csv(src / "v_a.csv", _feats(2, 2, 0))
+    with pytest.raises(InputError, match=r"line 3: numFrame, seconds and featureFrame must be finite"):
+        import_features(src, tmp_path / "s", LAYOUTS["bmn-csv"], video_info=info)
+    info.write_bytes(b"video,numFrame\n\xff\xfe\n")
+    with pytest.raises(InputError, match="not a UTF-8 CSV"):
+        import_features(src, tmp_path / "s", LAYOUTS["bmn-csv"], video_info=info)

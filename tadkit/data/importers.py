@@ -85,10 +85,11 @@ class Layout:
                 out = dataclasses.replace(out, offset=out.clip_len / 2)
             if out.clip_len is None:
                 out = dataclasses.replace(out, clip_len=max(1, round(2 * out.offset)))
-            if out.offset < 0 or out.clip_len < 1:
-                raise ConfigError(f"layout {out.name}: --offset-frames must be >= 0 and --clip-len >= 1")
-        if out.fps is not None and not out.fps > 0:
-            raise ConfigError(f"layout {out.name}: --fps must be positive")
+            if not 0 <= out.offset < math.inf or out.clip_len < 1:
+                raise ConfigError(f"layout {out.name}: --offset-frames must be a finite number >= 0 and "
+                                  "--clip-len >= 1")
+        if out.fps is not None and not 0 < out.fps < math.inf:
+            raise ConfigError(f"layout {out.name}: --fps must be a finite positive number")
         return out
 
 
@@ -285,8 +286,11 @@ def _video(vid: str, feats: np.ndarray, layout: Layout, annotations: Annotations
     else:  # the frames the features cover
         num_frames = timeline.snippet_span_frames(n, layout.clip_len, layout.stride)
         duration = float(timeline.frame_to_seconds(num_frames, fps))
-    return VideoFeatures(vid, feats, times, float(fps), int(layout.clip_len), int(layout.stride), num_frames,
-                         float(duration))
+    try:
+        return VideoFeatures(vid, feats, times, float(fps), int(layout.clip_len), int(layout.stride), num_frames,
+                             float(duration))
+    except ValueError as exc:  # e.g. an fps in the annotations too large for distinct times
+        raise InputError(where, str(exc)) from None
 
 
 def _cell(video: VideoFeatures) -> float:
@@ -321,15 +325,19 @@ def _feature_spans(path: Path) -> dict[str, float]:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise InputError(path, f"unreadable ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a UTF-8 CSV file ({exc})") from None
     need = ("video", "numFrame", "seconds", "featureFrame")
     if not rows or any(c not in rows[0] for c in need):
         raise InputError(path, f"video info CSV needs the columns {', '.join(need)}")
     out = {}
     for n, row in enumerate(rows, 2):
-        try:
-            frames, seconds, feat = float(row["numFrame"]), float(row["seconds"]), float(row["featureFrame"])
-        except ValueError:
-            raise InputError(path, f"line {n}: numFrame, seconds and featureFrame must be numbers") from None
+        try:  # a short row gives None: a TypeError
+            frames, seconds, feat = (float(row[c]) for c in need[1:])
+        except (TypeError, ValueError):
+            frames = seconds = feat = math.nan
+        if not all(map(math.isfinite, (frames, seconds, feat))):
+            raise InputError(path, f"line {n}: numFrame, seconds and featureFrame must be finite numbers")
         if frames > 0 and seconds > 0 and feat > 0:
             out[row["video"]] = feat / frames * seconds
     return out
