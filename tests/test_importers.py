@@ -3,6 +3,7 @@ snippet times checked against values computed by hand from each release's conven
 from __future__ import annotations
 
 import json
+import math
 
 import h5py
 import numpy as np
@@ -262,3 +263,66 @@ def test_no_features_and_wrong_source_kinds_are_input_errors(tmp_path):
         import_features(tmp_path / "empty", tmp_path / "s", LAYOUTS["tsp-h5"])
     with pytest.raises(InputError, match="folder"):
         import_features(tmp_path / "nope.npy", tmp_path / "s", LAYOUTS["hacs-slowfast"])
+
+
+@pytest.mark.parametrize("name, write, problem", [
+    ("empty", lambda p: p.write_bytes(b""), "not a .npy file"),
+    ("truncated", lambda p: p.write_bytes(_npy_bytes(_feats(4, 4, 0))[:90]), "unreadable features (EOF"),
+    ("complex", lambda p: np.save(p, np.ones((2, 4), np.complex64)), "real numbers"),
+    ("huge", lambda p: np.save(p, np.full((2, 4), 1e39)), "beyond float32"),
+    ("flags", lambda p: np.save(p, np.ones((2, 4), bool)), "real numbers"),
+])
+def test_hostile_npy_files_are_recorded_not_raised(tmp_path, name, write, problem):
+    src = tmp_path / "f"
+    src.mkdir()
+    np.save(src / "good.npy", _feats(2, 4, 0))
+    write(src / f"{name}.npy")
+    report = import_features(src, tmp_path / "s", LAYOUTS["hacs-slowfast"])
+    assert report.written == ["good"] and list(report.failed) == [name]
+    assert report.failed[name].startswith(str(src / f"{name}.npy") + ": ") and problem in report.failed[name]
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_a_rerun_with_another_time_rule_is_refused_not_mixed_into_the_store(tmp_path, capsys):
+    src = tmp_path / "f"
+    src.mkdir()
+    np.save(src / "a.npy", _feats(4, 4, 0))
+    opentad = LAYOUTS["opentad-npy"]
+    import_features(src, tmp_path / "s", opentad.with_overrides(stride=4, offset=8, fps=30.0))
+    np.save(src / "b.npy", _feats(4, 4, 1))
+    code = main(["data", "import-features", str(src), "--layout", "opentad-npy", "--stride", "4",
+                 "--offset-frames", "0", "--clip-len", "16", "--fps", "30", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("error: ") and err.count("\n") == 1
+    assert "imported with another time rule" in err and "parameters.offset: features have 8" in err
+    assert FeatureStore.open(tmp_path / "s").video_ids() == ["a"]
+    same = import_features(src, tmp_path / "s", opentad.with_overrides(stride=4, offset=8, fps=30.0))
+    assert same.written == ["b"] and same.skipped == ["a"]
+
+
+@pytest.mark.parametrize("override", [{"fps": math.inf}, {"fps": math.nan}, {"offset": math.nan},
+                                      {"offset": math.inf}, {"offset": -1.0}])
+def test_non_finite_layout_parameters_are_config_errors(override):
+    with pytest.raises(ConfigError, match="finite"):
+        LAYOUTS["opentad-npy"].with_overrides(stride=4, clip_len=16, **{"fps": 30.0, **override})
+
+
+@pytest.mark.parametrize("row", ["v_a,100,inf,100", "v_a,100,nan,100", "v_a,100", "v_a,x,1,1"])
+def test_bad_video_info_rows_are_one_line_errors_naming_the_line(tmp_path, row):
+    info = tmp_path / "video_info_new.csv"
+    info.write_text(f"video,numFrame,seconds,featureFrame\nv_b,10,1,10\n{row}\n")
+    src = tmp_path / "csv"
+    src.mkdir()
+    _bmn_csv(src / "v_a.csv", _feats(2, 2, 0))
+    with pytest.raises(InputError, match=r"line 3: numFrame, seconds and featureFrame must be finite"):
+        import_features(src, tmp_path / "s", LAYOUTS["bmn-csv"], video_info=info)
+    info.write_bytes(b"video,numFrame\n\xff\xfe\n")
+    with pytest.raises(InputError, match="not a UTF-8 CSV"):
+        import_features(src, tmp_path / "s", LAYOUTS["bmn-csv"], video_info=info)

@@ -192,3 +192,24 @@ def test_synthetic_two_stream_store_with_levels(tmp_path):
     again = synth_video_features(a, "v", SynthFeatureConfig(feature_dim=6, clip_len=4, stride=4, streams=()))
     np.testing.assert_array_equal(plain.features, again.features)
     assert plain.levels == {}
+
+
+def test_a_snippet_with_nan_does_not_poison_the_normalization(tmp_path):
+    store = make_store(tmp_path / "f", {"a": 10.0, "b": 3.0})
+    clean = Normalization.fit(FeatureSource([store]), ["a", "b"])
+    prov = store.provenance
+    with FeatureStore.create(tmp_path / "g", prov) as w:
+        for vid in ("a", "b"):
+            v = store.read(vid)
+            if vid == "a":   # one more snippet, wholly or partly non-finite: left out of the statistics
+                feats = np.concatenate([v.features[:1] * np.float32(np.nan), v.features])
+                feats[0, 1] = 1.0
+                times = np.concatenate([[v.times[0] - 0.2], v.times])
+                v = VideoFeatures(vid, feats, times, v.fps, v.clip_len, v.stride, v.num_frames, v.duration)
+            w.write(v)
+    with pytest.warns(UserWarning, match="NaN"):
+        norm = Normalization.fit(FeatureSource([FeatureStore.open(tmp_path / "g")]), ["a", "b"])
+    assert np.isfinite(norm.mean).all() and np.isfinite(norm.std).all()
+    np.testing.assert_allclose(norm.mean, clean.mean)
+    np.testing.assert_allclose(norm.std, clean.std)
+    assert norm.snippets == clean.snippets

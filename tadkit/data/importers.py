@@ -37,7 +37,7 @@ import numpy as np
 from tadkit import timeline
 from tadkit.data.annotations import Annotations
 from tadkit.data.features import FeatureStore, Provenance, VideoFeatures
-from tadkit.errors import ConfigError, InputError
+from tadkit.errors import ConfigError, InputError, ProvenanceError
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,11 @@ class Layout:
                 out = dataclasses.replace(out, offset=out.clip_len / 2)
             if out.clip_len is None:
                 out = dataclasses.replace(out, clip_len=max(1, round(2 * out.offset)))
-            if out.offset < 0 or out.clip_len < 1:
-                raise ConfigError(f"layout {out.name}: --offset-frames must be >= 0 and --clip-len >= 1")
-        if out.fps is not None and not out.fps > 0:
-            raise ConfigError(f"layout {out.name}: --fps must be positive")
+            if not 0 <= out.offset < math.inf or out.clip_len < 1:
+                raise ConfigError(f"layout {out.name}: --offset-frames must be a finite number >= 0 and "
+                                  "--clip-len >= 1")
+        if out.fps is not None and not 0 < out.fps < math.inf:
+            raise ConfigError(f"layout {out.name}: --fps must be a finite positive number")
         return out
 
 
@@ -159,6 +160,13 @@ def import_features(source: str | Path, out: str | Path, layout: Layout, *,
                                  f"{next(iter(report.failed.values()))}")
     prov = _provenance(layout, source, dim)
     with FeatureStore.create(out, prov) as writer:
+        # joining a store checks the feature fields; the time rule lives in extras: a rerun with
+        # another --offset-frames (say) would stamp the new videos differently from the old ones
+        changed = writer.provenance.mismatches(prov, keys=("extras",))
+        if changed:  # the convention is the parameters in words: name the parameters first
+            changed.sort(key=lambda line: ".convention:" in line)
+            raise ProvenanceError(f"{writer.root}: the store was imported with another time rule; use another "
+                                  "output directory or the same layout and parameters: " + "; ".join(changed[:2]))
         for name in names:
             vid = ids[name]
             if writer.has(vid):
@@ -208,6 +216,9 @@ class _Reader:
         where = self.where(name)
         try:
             if self.kind == "npy":
+                with open(where, "rb") as fh:
+                    if fh.read(6) != b"\x93NUMPY":
+                        raise InputError(where, "unreadable features (not a .npy file: no NumPy header)")
                 arr = np.load(where, allow_pickle=False)
             elif self.kind == "csv":
                 with warnings.catch_warnings():  # an empty file: reported below as shape (0, 1)
@@ -216,16 +227,18 @@ class _Reader:
             else:
                 with h5py.File(self.root, "r") as f:
                     arr = f[name][()]
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(where, f"unreadable features ({' '.join(str(exc).split())})") from None
+        except (OSError, ValueError, KeyError, EOFError) as exc:  # EOFError: an empty .npy
+            raise InputError(where, f"unreadable features ({' '.join(str(exc).split()) or 'empty file'})") from None
         arr = np.asarray(arr)
         if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise InputError(where, f"expected features [T, C] with T, C >= 1, got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.number):
-            raise InputError(where, f"expected numbers, got dtype {arr.dtype}")
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise InputError(where, f"expected real numbers, got dtype {arr.dtype}")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: caught below
+            arr = arr.astype(np.float32, copy=False)
         if not np.isfinite(arr).all():
-            raise InputError(where, "features hold NaN or infinite values")
-        return arr.astype(np.float32, copy=False)
+            raise InputError(where, "features hold NaN or infinite values (or values beyond float32)")
+        return arr
 
 
 def _reader(source: Path, layout: Layout) -> _Reader:
@@ -273,8 +286,11 @@ def _video(vid: str, feats: np.ndarray, layout: Layout, annotations: Annotations
     else:  # the frames the features cover
         num_frames = timeline.snippet_span_frames(n, layout.clip_len, layout.stride)
         duration = float(timeline.frame_to_seconds(num_frames, fps))
-    return VideoFeatures(vid, feats, times, float(fps), int(layout.clip_len), int(layout.stride), num_frames,
-                         float(duration))
+    try:
+        return VideoFeatures(vid, feats, times, float(fps), int(layout.clip_len), int(layout.stride), num_frames,
+                             float(duration))
+    except ValueError as exc:  # e.g. an fps in the annotations too large for distinct times
+        raise InputError(where, str(exc)) from None
 
 
 def _cell(video: VideoFeatures) -> float:
@@ -309,15 +325,19 @@ def _feature_spans(path: Path) -> dict[str, float]:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise InputError(path, f"unreadable ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a UTF-8 CSV file ({exc})") from None
     need = ("video", "numFrame", "seconds", "featureFrame")
     if not rows or any(c not in rows[0] for c in need):
         raise InputError(path, f"video info CSV needs the columns {', '.join(need)}")
     out = {}
     for n, row in enumerate(rows, 2):
-        try:
-            frames, seconds, feat = float(row["numFrame"]), float(row["seconds"]), float(row["featureFrame"])
-        except ValueError:
-            raise InputError(path, f"line {n}: numFrame, seconds and featureFrame must be numbers") from None
+        try:  # a short row gives None: a TypeError
+            frames, seconds, feat = (float(row[c]) for c in need[1:])
+        except (TypeError, ValueError):
+            frames = seconds = feat = math.nan
+        if not all(map(math.isfinite, (frames, seconds, feat))):
+            raise InputError(path, f"line {n}: numFrame, seconds and featureFrame must be finite numbers")
         if frames > 0 and seconds > 0 and feat > 0:
             out[row["video"]] = feat / frames * seconds
     return out

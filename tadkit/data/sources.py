@@ -89,7 +89,8 @@ class Normalization:
         """Statistics over every snippet (and level step) of ``video_ids`` read through ``source``.
 
         ``source``'s own normalisation is ignored while fitting. Unreadable
-        videos are skipped; no readable video is an :class:`InputError`.
+        videos are skipped, and so are snippets (level steps) holding NaN or inf;
+        no readable video is an :class:`InputError`.
         """
         raw = source.without_normalization()
         acc = _Moments()
@@ -104,10 +105,11 @@ class Normalization:
             acc.add(v.features)
             for name, (f, _) in v.levels.items():
                 lacc.setdefault(name, _Moments()).add(f)
-        if not used:
-            raise InputError(source.root, "no readable video to fit the feature normalisation on")
+        if not used or not acc.n:
+            raise InputError(source.root, "no readable video with finite features to fit the feature "
+                                          "normalisation on")
         mean, std = acc.result()
-        return cls(mean, std, {k: m.result() for k, m in lacc.items()}, used, acc.n)
+        return cls(mean, std, {k: m.result() for k, m in lacc.items() if m.n}, used, acc.n)
 
     def apply(self, features: np.ndarray, level: str | None = None) -> np.ndarray:
         """``[T, C]`` -> standardised float32 (a level's statistics when ``level`` is named)."""
@@ -366,7 +368,14 @@ class _Moments:
         self.s2: np.ndarray | None = None
 
     def add(self, x: np.ndarray) -> None:
+        """Add the rows of ``x [N, C]``; rows holding NaN or inf are left out (one such snippet
+        would otherwise turn its channels' mean into NaN for every video)."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            x = x[finite]
+        if not len(x):
+            return
         if self.shift is None:
             self.shift = x[0].copy()
             self.s1 = np.zeros_like(self.shift)
