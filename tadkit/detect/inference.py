@@ -325,8 +325,7 @@ def predict(members: Sequence[Member], annotations: Any, videos: Sequence[str], 
             on_dev = [b.to(device) for b in batches]
             with autocast(device, amp):
                 outputs = [forward(m.head, m.head, b) for m, b in zip(members, on_dev)]
-            merged = outputs[0] if len(outputs) == 1 else first.head.average_outputs(
-                outputs, [m.weight for m in members])
+            merged = outputs[0] if len(outputs) == 1 else _average(members, outputs)
             b0 = batches[0]
             for i, det in enumerate(first.head.decode(merged, on_dev[0].mask, topk=topk, min_score=min_score)):
                 vid = b0.video_ids[i]
@@ -353,7 +352,8 @@ def can_average(members: Sequence[Member]) -> str | None:
         if m.cfg.head != first.cfg.head:
             return f"{m.path} has head {m.cfg.head!r}, {first.path} has {first.cfg.head!r}"
         a, b = first.cfg.data, m.cfg.data
-        keys = ("mode", "infer_overlap", "infer_stride") + (("length",) if a.mode != "resize" else ())
+        # full-length samples ignore data.length at inference; windows and resized videos do not
+        keys = ("mode", "infer_overlap", "infer_stride") + (("length",) if a.mode != "full" else ())
         diff = [k for k in keys if getattr(a, k) != getattr(b, k)]
         if diff:
             return f"{m.path} samples videos differently ({', '.join(f'data.{k}' for k in diff)})"
@@ -457,6 +457,16 @@ class _ZipCollate:
         if not good:
             return None, bad
         return [c.inner([x[k] for x in good]) for k, c in enumerate(self.inner)], bad
+
+
+def _average(members: Sequence[Member], outputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The first run's head averages the runs' outputs; outputs of other sizes (heads configured with
+    other anchors, levels or strides) are a ``ConfigError``, not a traceback."""
+    try:
+        return members[0].head.average_outputs(outputs, [m.weight for m in members])
+    except ValueError as exc:
+        raise ConfigError(f"{', '.join(str(m.path) for m in members)}: raw outputs cannot be averaged "
+                          f"({exc}); use --fuse union") from None
 
 
 def _sample_keys(dataset: Any) -> list[Any]:

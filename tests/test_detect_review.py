@@ -1,0 +1,72 @@
+"""Review of detection stage II/III: ensembles, chained runs and saved candidates on edge inputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import probe_head  # noqa: F401  (registers the probe heads)
+from synth_annotations import random_annotations
+from tadkit.cli import cli
+from tadkit.config import load_config
+from tadkit.data.annotations import load_annotations
+from tadkit.data.synthetic import SynthFeatureConfig, synth_features
+from tadkit.detect.config import DetectConfig
+from tadkit.detect.engine import infer, train
+from tadkit.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+PROBE = ["head=probe", "optim.name=sgd", "optim.lr=0.5", "optim.momentum=0", "optim.weight_decay=0",
+         "schedule.name=constant", "train.epochs=1", "train.batch_size=4", "train.amp=false",
+         "postprocess.method=hard", "postprocess.max_per_video=20"]
+
+
+def cfg_of(*extra: str) -> DetectConfig:
+    return load_config(DetectConfig, overrides=PROBE + list(extra))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("review")
+    ann = random_annotations(root / "ann.json", videos=5, train=3, duration=15.0, fps=10.0, until=12, seed=2)
+    feats = root / "feats"
+    synth_features(load_annotations(ann), feats, SynthFeatureConfig(feature_dim=4, clip_len=4, stride=4, fps=10.0))
+    return root, ann, feats
+
+
+def test_resized_runs_of_other_lengths_are_not_averaged(data, tmp_path):
+    """Two resize-mode runs whose ``data.length`` differ give outputs of other sizes: auto fuses candidates."""
+    root, ann, feats = data
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(cfg_of("data.mode=resize", "data.length=16"), feats, ann, a, echo=None)
+    train(cfg_of("data.mode=resize", "data.length=24"), feats, ann, b, echo=None)
+    assert infer([a, b], feats, tmp_path / "p.json", subset="validation", echo=None)["fuse"] == "union"
+    with pytest.raises(ConfigError, match="data.length"):
+        infer([a, b], feats, tmp_path / "p.json", subset="validation", fuse="mean", echo=None)
+
+
+def test_postprocessing_saved_proposals_needs_class_scores(data, tmp_path):
+    """Raw candidates of a proposal head carry no class: re-processing them must not label them all
+    with the first class."""
+    root, ann, feats = data
+    run = tmp_path / "prop"
+    train(cfg_of("head=probe_proposals"), feats, ann, run, echo=None)
+    raw = tmp_path / "c.npz"
+    infer(run, feats, None, subset="validation", raw=raw, proposals=tmp_path / "props.json", echo=None)
+    res = CliRunner().invoke(cli, ["detect", "postprocess", "--candidates", str(raw), "--out",
+                                   str(tmp_path / "d.json"), "--run", str(run)])
+    assert res.exit_code == 1 and "error:" in res.output and "class-agnostic" in res.output, res.output
+    assert not (tmp_path / "d.json").exists()
+    scores = tmp_path / "scores.json"
+    classes = json.loads((run / "run.json").read_text())["classes"]
+    scores.write_text(json.dumps({"class": classes, "results": {
+        v: [0.1] * (len(classes) - 1) + [0.9] for v in ("vid03", "vid04")}}))
+    res = CliRunner().invoke(cli, ["detect", "postprocess", "--candidates", str(raw), "--out",
+                                   str(tmp_path / "d.json"), "--run", str(run), "--set",
+                                   f"fusion_scores={scores}", "--set", "fusion_topk=1"])
+    assert res.exit_code == 0, res.output
+    labels = {d["label"] for v in json.loads((tmp_path / "d.json").read_text())["results"].values() for d in v}
+    assert labels == {classes[-1]}
