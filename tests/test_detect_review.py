@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import probe_head  # noqa: F401  (registers the probe heads)
 from synth_annotations import random_annotations
-from tadkit.cli import cli
+from tadkit.cli import cli, main
 from tadkit.config import load_config
 from tadkit.data.annotations import load_annotations
 from tadkit.data.synthetic import SynthFeatureConfig, synth_features
@@ -48,7 +48,7 @@ def test_resized_runs_of_other_lengths_are_not_averaged(data, tmp_path):
         infer([a, b], feats, tmp_path / "p.json", subset="validation", fuse="mean", echo=None)
 
 
-def test_postprocessing_saved_proposals_needs_class_scores(data, tmp_path):
+def test_postprocessing_saved_proposals_needs_class_scores(data, tmp_path, capsys):
     """Raw candidates of a proposal head carry no class: re-processing them must not label them all
     with the first class."""
     root, ann, feats = data
@@ -56,9 +56,10 @@ def test_postprocessing_saved_proposals_needs_class_scores(data, tmp_path):
     train(cfg_of("head=probe_proposals"), feats, ann, run, echo=None)
     raw = tmp_path / "c.npz"
     infer(run, feats, None, subset="validation", raw=raw, proposals=tmp_path / "props.json", echo=None)
-    res = CliRunner().invoke(cli, ["detect", "postprocess", "--candidates", str(raw), "--out",
-                                   str(tmp_path / "d.json"), "--run", str(run)])
-    assert res.exit_code == 1 and "error:" in res.output and "class-agnostic" in res.output, res.output
+    assert main(["detect", "postprocess", "--candidates", str(raw), "--out", str(tmp_path / "d.json"),
+                 "--run", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {raw}: class-agnostic proposals" in err and "fusion_scores" in err, err
     assert not (tmp_path / "d.json").exists()
     scores = tmp_path / "scores.json"
     classes = json.loads((run / "run.json").read_text())["classes"]

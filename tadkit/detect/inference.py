@@ -140,7 +140,7 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
         agnostic = any(m.head.class_agnostic for m in members)
         written: dict[str, Any] = {}
         meta = {"runs": [str(m.path) for m in members], "checkpoint": checkpoint, "fuse": mode,
-                "weights": list(weights)}
+                "weights": list(weights), "class_agnostic": agnostic}
         if raw is not None:
             save_candidates(raw, pred.raw, pred.durations, classes, meta)
             written["raw"] = str(raw)
@@ -207,8 +207,15 @@ def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfi
 
 def postprocess_file(candidates: str | os.PathLike, out: str | os.PathLike,
                      pp: PostprocessConfig) -> dict[str, Any]:
-    """Re-run post-processing on saved raw candidates (no model needed)."""
-    cands, durations, classes, _ = load_candidates(candidates)
+    """Re-run post-processing on saved raw candidates (no model needed).
+
+    Candidates of a class-agnostic (proposal) head need ``pp.fusion_scores``
+    (video-level class scores) to become detections.
+    """
+    cands, durations, classes, meta = load_candidates(candidates)
+    if meta.get("class_agnostic") and pp.fusion_scores is None:
+        raise InputError(candidates, "class-agnostic proposals (from a proposal head): detections need video-level "
+                         "class scores, pass --set fusion_scores=FILE")
     results = apply_postprocess(cands, pp, classes)
     doc = detections_to_json(results, classes, durations, settings=dataclasses.asdict(pp))
     write_json(Path(out), doc)
