@@ -71,3 +71,16 @@ def test_postprocessing_saved_proposals_needs_class_scores(data, tmp_path, capsy
     assert res.exit_code == 0, res.output
     labels = {d["label"] for v in json.loads((tmp_path / "d.json").read_text())["results"].values() for d in v}
     assert labels == {classes[-1]}
+
+
+def test_a_scores_file_without_some_videos_is_an_error_naming_it(data, tmp_path, capsys):
+    root, ann, feats = data
+    run = tmp_path / "prop"
+    train(cfg_of("head=probe_proposals"), feats, ann, run, echo=None)
+    scores = tmp_path / "scores.json"
+    classes = json.loads((run / "run.json").read_text())["classes"]
+    scores.write_text(json.dumps({"class": classes, "results": {"vid03": [0.5] * len(classes)}}))
+    assert main(["detect", "infer", "--run", str(run), "--features", str(feats), "--subset", "validation",
+                 "--out", str(tmp_path / "d.json"), "--classifier", str(scores)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {scores}: no class scores for 1 videos (e.g. 'vid04')" in err, err

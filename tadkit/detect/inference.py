@@ -153,7 +153,8 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
         if out is not None:
             scores = video_class_scores(pp, classes, list(pred.candidates), classifier, classifier_runs,
                                         first.source, required=agnostic)
-            results = apply_postprocess(pred.candidates, pp, classes, class_scores=scores, proposals=props)
+            results = apply_postprocess(pred.candidates, pp, classes, class_scores=scores, proposals=props,
+                                        scores_file=classifier)
             settings = dict(dataclasses.asdict(pp), **({"classifier": str(classifier)} if classifier else {}),
                             **({"classifier_runs": [str(r) for r in classifier_runs]} if classifier_runs else {}))
             doc = detections_to_json(results, classes, pred.durations, settings=settings)
@@ -181,7 +182,8 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
 
 def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfig, classes: Sequence[str],
                       class_scores: Mapping[str, np.ndarray] | None = None,
-                      proposals: Mapping[str, Detections] | None = None) -> dict[str, Detections]:
+                      proposals: Mapping[str, Detections] | None = None,
+                      scores_file: str | os.PathLike | None = None) -> dict[str, Detections]:
     """Post-process every video; with class scores, fuse them (classifier fusion).
 
     ``class_scores`` (``video -> [C]``), else ``pp.fusion_scores`` (a
@@ -189,15 +191,16 @@ def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfi
     proposals — the configured NMS with ``class_agnostic=True`` (or the given
     ``proposals``, already so post-processed), then each proposal is paired
     with the ``fusion_topk`` best classes of its video (score ``sqrt(cls ·
-    proposal)``). Videos without scores are an error.
+    proposal)``). Videos without scores are an error naming ``scores_file``
+    (the file ``class_scores`` came from) or ``pp.fusion_scores``.
     """
     if class_scores is None and pp.fusion_scores is not None:
-        class_scores = load_classifier_scores(pp.fusion_scores, classes)
+        class_scores, scores_file = load_classifier_scores(pp.fusion_scores, classes), pp.fusion_scores
     if class_scores is None:
         return {vid: postprocess_video(det, pp) for vid, det in candidates.items()}
     missing = [vid for vid in candidates if vid not in class_scores]
     if missing:
-        raise InputError(pp.fusion_scores, f"no class scores for {len(missing)} videos (e.g. {missing[0]!r})")
+        raise InputError(scores_file, f"no class scores for {len(missing)} videos (e.g. {missing[0]!r})")
     out = {}
     for vid, det in candidates.items():
         props = proposals[vid] if proposals is not None else postprocess_video(det, _agnostic(pp))
