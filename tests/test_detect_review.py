@@ -84,3 +84,25 @@ def test_a_scores_file_without_some_videos_is_an_error_naming_it(data, tmp_path,
                  "--out", str(tmp_path / "d.json"), "--classifier", str(scores)]) == 1
     err = capsys.readouterr().err
     assert f"error: {scores}: no class scores for 1 videos (e.g. 'vid04')" in err, err
+
+
+def test_a_step_after_a_group_of_unreadable_batches_skips_the_optimiser(tmp_path):
+    """All batches of an accumulation group unreadable: no gradient, so no optimiser / AMP-scaler step
+    (the scaler asserted: "No inf checks were recorded"), but the schedule still advances."""
+    import torch
+
+    from tadkit.detect.runs import DistContext
+    from tadkit.detect.training import Trainer
+
+    head = probe_head.Probe(3, 2, frozenset())
+    trainer = Trainer(cfg_of("schedule.name=cosine", "train.epochs=4"), head, DistContext(0, 1, torch.device("cpu"), False),
+                      tmp_path, echo=None)
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)  # what AMP uses on a GPU
+    trainer.iters_per_epoch = 2
+    trainer.scaler.scale(head.conv.weight.sum() ** 2).backward()
+    trainer._step()
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    trainer._step()  # nothing accumulated
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    assert trainer.scheduler.last_epoch == 2 and trainer.optimizer.param_groups[0]["lr"] < lr

@@ -399,16 +399,18 @@ class Trainer:
         return out
 
     def _step(self) -> None:
-        """One optimiser step over the accumulated gradients."""
-        if self.cfg.train.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.head.parameters(), self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        """One optimiser step over the accumulated gradients; the schedule only advances when none
+        were accumulated (every batch of the group unreadable: the AMP scaler cannot step then)."""
+        if any(p.grad is not None for p in self.head.parameters()):
+            if self.cfg.train.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.head.parameters(), self.cfg.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.head)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.head)
 
     # -- model selection ------------------------------------------------------------
     def _eval_head(self) -> DetectionHead:
