@@ -106,3 +106,23 @@ def test_a_step_after_a_group_of_unreadable_batches_skips_the_optimiser(tmp_path
     trainer._step()  # nothing accumulated
     assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
     assert trainer.scheduler.last_epoch == 2 and trainer.optimizer.param_groups[0]["lr"] < lr
+
+
+def test_resume_keeps_the_recorded_held_out_videos(data, tmp_path):
+    """A resumed run holds out the videos it held out before, even when the store gained videos
+    (a fresh split would train on videos the selection was measured on)."""
+    root, ann, feats = data
+    few = root / "few"
+    if not few.exists():
+        part = load_annotations(ann).select(["vid00", "vid01", "vid02"])
+        synth_features(part, few, SynthFeatureConfig(feature_dim=4, clip_len=4, stride=4, fps=10.0))
+    extra = tmp_path / "ann.json"
+    doc = json.loads(ann.read_text())
+    doc["database"] = {k: {**v, "subset": "training"} for k, v in doc["database"].items()}
+    extra.write_text(json.dumps(doc))
+    run = tmp_path / "run"
+    first = train(cfg_of("data.holdout_fraction=0.34"), few, extra, run, echo=None)
+    held = json.loads((run / "run.json").read_text())["holdout_videos"]
+    assert len(held) == 1 and first["holdout_videos"] == held
+    again = train(cfg_of("data.holdout_fraction=0.34", "train.epochs=2"), feats, extra, run, resume=True, echo=None)
+    assert again["epochs"] == 2 and again["holdout_videos"] == held
