@@ -126,3 +126,19 @@ def test_resume_keeps_the_recorded_held_out_videos(data, tmp_path):
     assert len(held) == 1 and first["holdout_videos"] == held
     again = train(cfg_of("data.holdout_fraction=0.34", "train.epochs=2"), feats, extra, run, resume=True, echo=None)
     assert again["epochs"] == 2 and again["holdout_videos"] == held
+
+
+@pytest.mark.parametrize("edit", [lambda d: [d], lambda d: {k: v for k, v in d.items() if k != "classes"},
+                                  lambda d: {**d, "feature_dim": "four"}])
+def test_a_damaged_run_json_is_a_one_line_error(data, tmp_path, capsys, edit):
+    import shutil
+
+    root, ann, feats = data
+    base = root / "plain"
+    if not base.exists():
+        train(cfg_of(), feats, ann, base, echo=None)
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    (run / "run.json").write_text(json.dumps(edit(json.loads((run / "run.json").read_text()))))
+    assert main(["detect", "infer", "--run", str(run), "--features", str(feats), "--out", str(tmp_path / "p.json")]) == 1
+    assert f"error: {run / 'run.json'}: " in capsys.readouterr().err
