@@ -403,8 +403,9 @@ class Trainer:
         return out
 
     def _step(self) -> None:
-        """One optimiser step over the accumulated gradients; the schedule only advances when none
-        were accumulated (every batch of the group unreadable: the AMP scaler cannot step then)."""
+        """One optimiser step over the accumulated gradients, then one schedule step. Without any
+        gradient (every batch of the group unreadable) only the schedule advances: the AMP scaler
+        cannot step then."""
         if any(p.grad is not None for p in self.head.parameters()):
             if self.cfg.train.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
