@@ -140,7 +140,7 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
         agnostic = any(m.head.class_agnostic for m in members)
         written: dict[str, Any] = {}
         meta = {"runs": [str(m.path) for m in members], "checkpoint": checkpoint, "fuse": mode,
-                "weights": list(weights)}
+                "weights": list(weights), "class_agnostic": agnostic}
         if raw is not None:
             save_candidates(raw, pred.raw, pred.durations, classes, meta)
             written["raw"] = str(raw)
@@ -153,7 +153,8 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
         if out is not None:
             scores = video_class_scores(pp, classes, list(pred.candidates), classifier, classifier_runs,
                                         first.source, required=agnostic)
-            results = apply_postprocess(pred.candidates, pp, classes, class_scores=scores, proposals=props)
+            results = apply_postprocess(pred.candidates, pp, classes, class_scores=scores, proposals=props,
+                                        scores_file=classifier)
             settings = dict(dataclasses.asdict(pp), **({"classifier": str(classifier)} if classifier else {}),
                             **({"classifier_runs": [str(r) for r in classifier_runs]} if classifier_runs else {}))
             doc = detections_to_json(results, classes, pred.durations, settings=settings)
@@ -181,7 +182,8 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
 
 def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfig, classes: Sequence[str],
                       class_scores: Mapping[str, np.ndarray] | None = None,
-                      proposals: Mapping[str, Detections] | None = None) -> dict[str, Detections]:
+                      proposals: Mapping[str, Detections] | None = None,
+                      scores_file: str | os.PathLike | None = None) -> dict[str, Detections]:
     """Post-process every video; with class scores, fuse them (classifier fusion).
 
     ``class_scores`` (``video -> [C]``), else ``pp.fusion_scores`` (a
@@ -189,15 +191,16 @@ def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfi
     proposals — the configured NMS with ``class_agnostic=True`` (or the given
     ``proposals``, already so post-processed), then each proposal is paired
     with the ``fusion_topk`` best classes of its video (score ``sqrt(cls ·
-    proposal)``). Videos without scores are an error.
+    proposal)``). Videos without scores are an error naming ``scores_file``
+    (the file ``class_scores`` came from) or ``pp.fusion_scores``.
     """
     if class_scores is None and pp.fusion_scores is not None:
-        class_scores = load_classifier_scores(pp.fusion_scores, classes)
+        class_scores, scores_file = load_classifier_scores(pp.fusion_scores, classes), pp.fusion_scores
     if class_scores is None:
         return {vid: postprocess_video(det, pp) for vid, det in candidates.items()}
     missing = [vid for vid in candidates if vid not in class_scores]
     if missing:
-        raise InputError(pp.fusion_scores, f"no class scores for {len(missing)} videos (e.g. {missing[0]!r})")
+        raise InputError(scores_file, f"no class scores for {len(missing)} videos (e.g. {missing[0]!r})")
     out = {}
     for vid, det in candidates.items():
         props = proposals[vid] if proposals is not None else postprocess_video(det, _agnostic(pp))
@@ -207,8 +210,15 @@ def apply_postprocess(candidates: Mapping[str, Detections], pp: PostprocessConfi
 
 def postprocess_file(candidates: str | os.PathLike, out: str | os.PathLike,
                      pp: PostprocessConfig) -> dict[str, Any]:
-    """Re-run post-processing on saved raw candidates (no model needed)."""
-    cands, durations, classes, _ = load_candidates(candidates)
+    """Re-run post-processing on saved raw candidates (no model needed).
+
+    Candidates of a class-agnostic (proposal) head need ``pp.fusion_scores``
+    (video-level class scores) to become detections.
+    """
+    cands, durations, classes, meta = load_candidates(candidates)
+    if meta.get("class_agnostic") and pp.fusion_scores is None:
+        raise InputError(candidates, "class-agnostic proposals (from a proposal head): detections need video-level "
+                         "class scores, pass --set fusion_scores=FILE")
     results = apply_postprocess(cands, pp, classes)
     doc = detections_to_json(results, classes, durations, settings=dataclasses.asdict(pp))
     write_json(Path(out), doc)
@@ -325,8 +335,7 @@ def predict(members: Sequence[Member], annotations: Any, videos: Sequence[str], 
             on_dev = [b.to(device) for b in batches]
             with autocast(device, amp):
                 outputs = [forward(m.head, m.head, b) for m, b in zip(members, on_dev)]
-            merged = outputs[0] if len(outputs) == 1 else first.head.average_outputs(
-                outputs, [m.weight for m in members])
+            merged = outputs[0] if len(outputs) == 1 else _average(members, outputs)
             b0 = batches[0]
             for i, det in enumerate(first.head.decode(merged, on_dev[0].mask, topk=topk, min_score=min_score)):
                 vid = b0.video_ids[i]
@@ -353,7 +362,8 @@ def can_average(members: Sequence[Member]) -> str | None:
         if m.cfg.head != first.cfg.head:
             return f"{m.path} has head {m.cfg.head!r}, {first.path} has {first.cfg.head!r}"
         a, b = first.cfg.data, m.cfg.data
-        keys = ("mode", "infer_overlap", "infer_stride") + (("length",) if a.mode != "resize" else ())
+        # full-length samples ignore data.length at inference; windows and resized videos do not
+        keys = ("mode", "infer_overlap", "infer_stride") + (("length",) if a.mode != "full" else ())
         diff = [k for k in keys if getattr(a, k) != getattr(b, k)]
         if diff:
             return f"{m.path} samples videos differently ({', '.join(f'data.{k}' for k in diff)})"
@@ -457,6 +467,16 @@ class _ZipCollate:
         if not good:
             return None, bad
         return [c.inner([x[k] for x in good]) for k, c in enumerate(self.inner)], bad
+
+
+def _average(members: Sequence[Member], outputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The first run's head averages the runs' outputs; outputs of other sizes (heads configured with
+    other anchors, levels or strides) are a ``ConfigError``, not a traceback."""
+    try:
+        return members[0].head.average_outputs(outputs, [m.weight for m in members])
+    except ValueError as exc:
+        raise ConfigError(f"{', '.join(str(m.path) for m in members)}: raw outputs cannot be averaged "
+                          f"({exc}); use --fuse union") from None
 
 
 def _sample_keys(dataset: Any) -> list[Any]:

@@ -55,7 +55,15 @@ def load_run(run: str | os.PathLike) -> tuple[DetectConfig, dict[str, Any]]:
     from tadkit.config import load_config
 
     cfg = load_config(DetectConfig, run / CONFIG_FILE)
-    return cfg, read_json(run / RUN_FILE)
+    meta = read_json(run / RUN_FILE)
+    if not isinstance(meta, dict):
+        raise InputError(run / RUN_FILE, f"expected a JSON object, got a {type(meta).__name__}")
+    if meta.get("kind", "detection") == "detection":
+        if not isinstance(meta.get("classes"), list) or not meta["classes"]:
+            raise InputError(run / RUN_FILE, "no 'classes' list: not written by `tadkit detect train`, or edited")
+        if type(meta.get("feature_dim")) is not int or meta["feature_dim"] < 1:
+            raise InputError(run / RUN_FILE, f"'feature_dim' must be a positive integer, got {meta.get('feature_dim')!r}")
+    return cfg, meta
 
 
 def run_features(meta: Mapping[str, Any]) -> list[str]:

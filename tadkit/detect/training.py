@@ -63,7 +63,7 @@ def train(cfg: DetectConfig, features: str | os.PathLike | Sequence[str | os.Pat
 
     ``features``: one store or several (concatenated on channels).
     ``resume`` continues from ``out/checkpoints/last.pt`` (the run's saved
-    config is used; ``cfg`` may only extend ``train.epochs``). ``from_run``:
+    config and held-out videos are used; ``cfg`` may only extend ``train.epochs``). ``from_run``:
     source run(s) whose proposals of every training video the head reads
     (a chained run, e.g. a refine network on a BMN run). On ``resume``,
     features made differently from the run's (see ``Provenance.mismatches``)
@@ -90,7 +90,11 @@ def train(cfg: DetectConfig, features: str | os.PathLike | Sequence[str | os.Pat
         train_ann = ann.subset(cfg.data.train_subset)
         source = make_source(cfg, stores)
         usable = usable_videos(source, train_ann, say)
-        train_ids, holdout_ids = split_holdout(usable, cfg.data.holdout_fraction, cfg.train.seed)
+        if meta is not None and isinstance(meta.get("holdout_videos"), list):  # resumed: the same held-out videos
+            held = set(meta["holdout_videos"])
+            train_ids, holdout_ids = sorted(v for v in usable if v not in held), sorted(v for v in usable if v in held)
+        else:
+            train_ids, holdout_ids = split_holdout(usable, cfg.data.holdout_fraction, cfg.train.seed)
         info = input_info(source, source.first_readable(train_ids))
         head = build_head(cfg.head, getattr(cfg, cfg.head, None), source.feature_dim, len(ann.classes), inputs=info)
         chained = _chained(from_run, meta, head, cfg)
@@ -126,7 +130,7 @@ def train(cfg: DetectConfig, features: str | os.PathLike | Sequence[str | os.Pat
         trainer = Trainer(cfg, head, ctx, out, echo=echo if ctx.is_main else None)
         if resume:
             trainer.load(out / CHECKPOINT_DIR / "last.pt")
-        return trainer.fit(train_set, holdout)
+        return {**trainer.fit(train_set, holdout), "holdout_videos": holdout_ids}
     finally:
         ctx.close()
 
@@ -399,16 +403,19 @@ class Trainer:
         return out
 
     def _step(self) -> None:
-        """One optimiser step over the accumulated gradients."""
-        if self.cfg.train.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.head.parameters(), self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        """One optimiser step over the accumulated gradients, then one schedule step. Without any
+        gradient (every batch of the group unreadable) only the schedule advances: the AMP scaler
+        cannot step then."""
+        if any(p.grad is not None for p in self.head.parameters()):
+            if self.cfg.train.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.head.parameters(), self.cfg.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.head)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.head)
 
     # -- model selection ------------------------------------------------------------
     def _eval_head(self) -> DetectionHead:
