@@ -1,4 +1,4 @@
-"""Review of detection stage II/III: ensembles, chained runs and saved candidates on edge inputs."""
+"""Detection engine on edge inputs: ensembles of mismatched runs, saved candidates, resume, damaged runs."""
 from __future__ import annotations
 
 import json
