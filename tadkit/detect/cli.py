@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import warnings
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import click
 import numpy as np
@@ -30,6 +31,19 @@ from tadkit.config import from_dict, load_config, parse_override
 from tadkit.detect.config_reference import config_cmd
 from tadkit.text import plural
 from tadkit.threads import threads_option
+
+
+def _finite_above(low: float, or_equal: bool = False) -> Callable[[click.Context, click.Parameter, float], float]:
+    """A click callback accepting finite numbers above ``low`` (or equal to it with ``or_equal``); defined
+    before the commands, whose options use it."""
+
+    def check(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+        if not (math.isfinite(value) and (value >= low if or_equal else value > low)):
+            raise click.BadParameter(f"must be a finite number {'>=' if or_equal else '>'} {low:g}, got {value:g}",
+                                     param=param)
+        return value
+
+    return check
 
 
 @click.group(cls=HelpGroup)
@@ -168,9 +182,11 @@ def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str
 @click.option("--out", required=True, type=click.Path(),
               help="Class-scores JSON (CUHK format) when it ends in .json, else a classifier run directory "
                    "for `detect infer --classifier-run` (with DIR/scores.json when --subset is given).")
-@click.option("--steps", default=500, show_default=True, help="Full-batch Adam steps.")
-@click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
-@click.option("--weight-decay", default=1e-4, show_default=True, help="Adam weight decay.")
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True, help="Full-batch Adam steps.")
+@click.option("--lr", default=0.01, show_default=True, callback=_finite_above(0.0),
+              help="Adam learning rate (> 0).")
+@click.option("--weight-decay", default=1e-4, show_default=True, callback=_finite_above(0.0, or_equal=True),
+              help="Adam weight decay (>= 0).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the classifier's initialisation.")
 @click.option("--holdout-fraction", default=0.0, show_default=True,
               help="Keep this share of the --train-subset videos out of training (the same videos for every "
