@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import math
 import warnings
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import click
@@ -78,11 +79,18 @@ def train(config_path: str | None, features: Sequence[str], annotations: str, ou
     from tadkit.detect.config import DetectConfig
     from tadkit.detect.config_reference import train_overrides
     from tadkit.detect.engine import train as run_train
+    from tadkit.detect.runs import CHECKPOINT_DIR
 
     cfg = load_config(DetectConfig, config_path, train_overrides(overrides, device))
-    with _warnings_as_lines():
-        summary = run_train(cfg, list(features), annotations, out, resume=resume, echo=click.echo,
-                            from_run=list(from_run) or None, allow_provenance_mismatch=allow_provenance_mismatch)
+    try:
+        with _warnings_as_lines():
+            summary = run_train(cfg, list(features), annotations, out, resume=resume, echo=click.echo,
+                                from_run=list(from_run) or None, allow_provenance_mismatch=allow_provenance_mismatch)
+    except KeyboardInterrupt:
+        last = Path(out) / CHECKPOINT_DIR / "last.pt"
+        if last.is_file():
+            click.echo(f"note: interrupted; {last} is kept: add --resume to the same command to continue", err=True)
+        raise
     if summary["rank"] == 0:
         click.echo(f"trained {summary['epochs']} epochs ({summary['seconds_per_epoch']:.2f} s/epoch); "
                    f"run in {summary['run']}")
@@ -195,8 +203,6 @@ def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str
 def classify(features: str, annotations: str, train_subset: str, subset: str | None, out: str,
              steps: int, lr: float, weight_decay: float, seed: int, holdout_fraction: float) -> None:
     """Train a video-level classifier and write per-video class scores (or a classifier run) for fusion."""
-    from pathlib import Path
-
     from tadkit.data.annotations import load_annotations
     from tadkit.data.features import FeatureStore
     from tadkit.detect.classifier import read_pooled, save_classifier_run, train_video_classifier, write_scores
@@ -248,8 +254,6 @@ def classify(features: str, annotations: str, train_subset: str, subset: str | N
 def classify_ensemble(runs: Sequence[str], out: str, features: str | None, annotations: str | None,
                       steps: int) -> None:
     """Learn one weight per classifier run on the videos they all held out (HACS-2020 ensemble)."""
-    from pathlib import Path
-
     from tadkit.data.annotations import load_annotations
     from tadkit.data.features import FeatureStore
     from tadkit.detect.classifier import read_classifier_run
