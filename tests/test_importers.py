@@ -196,7 +196,11 @@ def test_resized_features_need_a_duration(tmp_path):
     src = tmp_path / "csv"
     src.mkdir()
     _bmn_csv(src / "v_a.csv", _feats(2, 2, 0))
-    res = _run([src, "--layout", "bmn-csv", "--out", tmp_path / "feats"])
+    res = _run([src, "--layout", "bmn-csv", "--out", tmp_path / "feats"])  # no annotations: stops at once
+    assert isinstance(res.exception, ConfigError) and "over its duration: pass --annotations" in str(res.exception)
+    assert not (tmp_path / "feats").exists()
+    gt = _anet_json(tmp_path / "gt.json", {"v_a": ("validation", None, None, [])})  # annotations without one
+    res = _run([src, "--layout", "bmn-csv", "--annotations", gt, "--out", tmp_path / "feats"])
     assert res.exit_code == 3 and "duration" in res.output
 
 
