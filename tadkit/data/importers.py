@@ -216,7 +216,12 @@ class _Reader:
             else:
                 with h5py.File(self.root, "r") as f:
                     arr = f[name][()]
-        except (OSError, ValueError, KeyError) as exc:
+        except ValueError as exc:
+            if self.kind == "npy" and "allow_pickle" in str(exc):  # numpy's words for "no .npy header"
+                raise InputError(where, "unreadable features: not a NumPy .npy array (a damaged file, or "
+                                        "pickled objects, which are never loaded)") from None
+            raise InputError(where, f"unreadable features ({' '.join(str(exc).split())})") from None
+        except (OSError, KeyError) as exc:
             raise InputError(where, f"unreadable features ({' '.join(str(exc).split())})") from None
         arr = np.asarray(arr)
         if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
