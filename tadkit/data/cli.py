@@ -19,7 +19,7 @@ import click
 
 from tadkit.cli import HelpGroup
 from tadkit.data.annotations import FORMATS
-from tadkit.data.importers import LAYOUTS
+from tadkit.data.importers import LAYOUTS, Layout
 from tadkit.text import plural
 from tadkit.threads import threads_option
 
@@ -194,9 +194,9 @@ def import_features_cmd(source: str, out: str, layout_name: str, annotations_pat
         raise click.exceptions.Exit(3)
 
 
-def _check_times_without_annotations(layout: object, video_info: str | None) -> None:
-    """``ConfigError`` when ``layout`` (a :class:`~tadkit.data.importers.Layout`) needs what only
-    annotations give: per-video fps (strided, no fixed fps) or durations (resized, no ``--video-info``)."""
+def _check_times_without_annotations(layout: Layout, video_info: str | None) -> None:
+    """``ConfigError`` when ``layout`` needs what only annotations give: per-video fps (strided, no
+    fixed fps) or durations (resized, no ``--video-info``)."""
     from tadkit.errors import ConfigError
 
     if layout.rule == "strided" and layout.fps is None:
