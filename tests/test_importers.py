@@ -197,7 +197,11 @@ def test_resized_features_need_a_duration(tmp_path):
     src = tmp_path / "csv"
     src.mkdir()
     _bmn_csv(src / "v_a.csv", _feats(2, 2, 0))
-    res = _run([src, "--layout", "bmn-csv", "--out", tmp_path / "feats"])
+    res = _run([src, "--layout", "bmn-csv", "--out", tmp_path / "feats"])  # no annotations: stops at once
+    assert isinstance(res.exception, ConfigError) and "over its duration: pass --annotations" in str(res.exception)
+    assert not (tmp_path / "feats").exists()
+    gt = _anet_json(tmp_path / "gt.json", {"v_a": ("validation", None, None, [])})  # annotations without one
+    res = _run([src, "--layout", "bmn-csv", "--annotations", gt, "--out", tmp_path / "feats"])
     assert res.exit_code == 3 and "duration" in res.output
 
 
@@ -266,7 +270,7 @@ def test_no_features_and_wrong_source_kinds_are_input_errors(tmp_path):
 
 
 @pytest.mark.parametrize("name, write, problem", [
-    ("empty", lambda p: p.write_bytes(b""), "not a .npy file"),
+    ("empty", lambda p: p.write_bytes(b""), "not a NumPy .npy array (no NumPy header)"),
     ("truncated", lambda p: p.write_bytes(_npy_bytes(_feats(4, 4, 0))[:90]), "unreadable features (EOF"),
     ("complex", lambda p: np.save(p, np.ones((2, 4), np.complex64)), "real numbers"),
     ("huge", lambda p: np.save(p, np.full((2, 4), 1e39)), "beyond float32"),

@@ -19,7 +19,7 @@ import click
 
 from tadkit.cli import HelpGroup
 from tadkit.data.annotations import FORMATS
-from tadkit.data.importers import LAYOUTS
+from tadkit.data.importers import LAYOUTS, Layout
 from tadkit.text import plural
 from tadkit.threads import threads_option
 
@@ -177,6 +177,8 @@ def import_features_cmd(source: str, out: str, layout_name: str, annotations_pat
             ann = ann.subset(subset)
     elif subset:
         raise click.UsageError("--subset needs --annotations")
+    else:  # no video could be timed: one line now, not one failure per video
+        _check_times_without_annotations(layout, video_info)
     report = import_features(source, out, layout, annotations=ann, video_info=video_info)
     click.echo(f"{report.store}: imported {plural(len(report.written), 'video')}, skipped "
                f"{len(report.skipped)} already present, {len(report.failed)} failed ({report.seconds:.1f} s)")
@@ -190,6 +192,19 @@ def import_features_cmd(source: str, out: str, layout_name: str, annotations_pat
         click.echo(f"  failed {vid}: {reason}", err=True)
     if report.failed:
         raise click.exceptions.Exit(3)
+
+
+def _check_times_without_annotations(layout: Layout, video_info: str | None) -> None:
+    """``ConfigError`` when ``layout`` needs what only annotations give: per-video fps (strided, no
+    fixed fps) or durations (resized, no ``--video-info``)."""
+    from tadkit.errors import ConfigError
+
+    if layout.rule == "strided" and layout.fps is None:
+        raise ConfigError(f"layout {layout.name} takes each video's fps from the annotations: "
+                          "pass --annotations (that give fps) or --fps")
+    if layout.rule == "resized" and video_info is None:
+        raise ConfigError(f"layout {layout.name} spreads each video's features over its duration: "
+                          "pass --annotations (that give durations) or --video-info")
 
 
 @data.command("stats")

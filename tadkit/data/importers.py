@@ -218,7 +218,7 @@ class _Reader:
             if self.kind == "npy":
                 with open(where, "rb") as fh:
                     if fh.read(6) != b"\x93NUMPY":
-                        raise InputError(where, "unreadable features (not a .npy file: no NumPy header)")
+                        raise InputError(where, "unreadable features: not a NumPy .npy array (no NumPy header)")
                 arr = np.load(where, allow_pickle=False)
             elif self.kind == "csv":
                 with warnings.catch_warnings():  # an empty file: reported below as shape (0, 1)
@@ -227,7 +227,12 @@ class _Reader:
             else:
                 with h5py.File(self.root, "r") as f:
                     arr = f[name][()]
-        except (OSError, ValueError, KeyError, EOFError) as exc:  # EOFError: an empty .npy
+        except ValueError as exc:
+            if self.kind == "npy" and "allow_pickle" in str(exc):  # numpy's words for an object array
+                raise InputError(where, "unreadable features: not a NumPy .npy array of numbers (pickled "
+                                        "objects are never loaded)") from None
+            raise InputError(where, f"unreadable features ({' '.join(str(exc).split())})") from None
+        except (OSError, KeyError, EOFError) as exc:  # EOFError: an empty .npy
             raise InputError(where, f"unreadable features ({' '.join(str(exc).split()) or 'empty file'})") from None
         arr = np.asarray(arr)
         if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import warnings
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import click
 import numpy as np
@@ -30,6 +32,19 @@ from tadkit.config import from_dict, load_config, parse_override
 from tadkit.detect.config_reference import config_cmd
 from tadkit.text import plural
 from tadkit.threads import threads_option
+
+
+def _finite_above(low: float, or_equal: bool = False) -> Callable[[click.Context, click.Parameter, float], float]:
+    """A click callback accepting finite numbers above ``low`` (or equal to it with ``or_equal``); defined
+    before the commands, whose options use it."""
+
+    def check(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+        if not (math.isfinite(value) and (value >= low if or_equal else value > low)):
+            raise click.BadParameter(f"must be a finite number {'>=' if or_equal else '>'} {low:g}, got {value:g}",
+                                     param=param)
+        return value
+
+    return check
 
 
 @click.group(cls=HelpGroup)
@@ -64,11 +79,18 @@ def train(config_path: str | None, features: Sequence[str], annotations: str, ou
     from tadkit.detect.config import DetectConfig
     from tadkit.detect.config_reference import train_overrides
     from tadkit.detect.engine import train as run_train
+    from tadkit.detect.runs import CHECKPOINT_DIR
 
     cfg = load_config(DetectConfig, config_path, train_overrides(overrides, device))
-    with _warnings_as_lines():
-        summary = run_train(cfg, list(features), annotations, out, resume=resume, echo=click.echo,
-                            from_run=list(from_run) or None, allow_provenance_mismatch=allow_provenance_mismatch)
+    try:
+        with _warnings_as_lines():
+            summary = run_train(cfg, list(features), annotations, out, resume=resume, echo=click.echo,
+                                from_run=list(from_run) or None, allow_provenance_mismatch=allow_provenance_mismatch)
+    except KeyboardInterrupt:
+        last = Path(out) / CHECKPOINT_DIR / "last.pt"
+        if last.is_file():
+            click.echo(f"note: interrupted; {last} is kept: add --resume to the same command to continue", err=True)
+        raise
     if summary["rank"] == 0:
         click.echo(f"trained {summary['epochs']} epochs ({summary['seconds_per_epoch']:.2f} s/epoch); "
                    f"run in {summary['run']}")
@@ -168,9 +190,11 @@ def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str
 @click.option("--out", required=True, type=click.Path(),
               help="Class-scores JSON (CUHK format) when it ends in .json, else a classifier run directory "
                    "for `detect infer --classifier-run` (with DIR/scores.json when --subset is given).")
-@click.option("--steps", default=500, show_default=True, help="Full-batch Adam steps.")
-@click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
-@click.option("--weight-decay", default=1e-4, show_default=True, help="Adam weight decay.")
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True, help="Full-batch Adam steps.")
+@click.option("--lr", default=0.01, show_default=True, callback=_finite_above(0.0),
+              help="Adam learning rate (> 0).")
+@click.option("--weight-decay", default=1e-4, show_default=True, callback=_finite_above(0.0, or_equal=True),
+              help="Adam weight decay (>= 0).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the classifier's initialisation.")
 @click.option("--holdout-fraction", default=0.0, show_default=True,
               help="Keep this share of the --train-subset videos out of training (the same videos for every "
@@ -179,8 +203,6 @@ def postprocess(candidates: str, out: str, run_dir: str | None, config_path: str
 def classify(features: str, annotations: str, train_subset: str, subset: str | None, out: str,
              steps: int, lr: float, weight_decay: float, seed: int, holdout_fraction: float) -> None:
     """Train a video-level classifier and write per-video class scores (or a classifier run) for fusion."""
-    from pathlib import Path
-
     from tadkit.data.annotations import load_annotations
     from tadkit.data.features import FeatureStore
     from tadkit.detect.classifier import read_pooled, save_classifier_run, train_video_classifier, write_scores
@@ -232,8 +254,6 @@ def classify(features: str, annotations: str, train_subset: str, subset: str | N
 def classify_ensemble(runs: Sequence[str], out: str, features: str | None, annotations: str | None,
                       steps: int) -> None:
     """Learn one weight per classifier run on the videos they all held out (HACS-2020 ensemble)."""
-    from pathlib import Path
-
     from tadkit.data.annotations import load_annotations
     from tadkit.data.features import FeatureStore
     from tadkit.detect.classifier import read_classifier_run

@@ -119,6 +119,9 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
             ann = load_annotations(annotations)
         ids = _video_list(first.source, ann, videos, echo if ctx.is_main else None)
         mine = ids[ctx.rank::ctx.world_size]
+        if from_run and all(m.chained is None for m in members):
+            raise ConfigError("--from-run replaces the source run of a chained run (e.g. a refine network), but "
+                              f"none of the runs reads proposals ({', '.join(str(m.path) for m in members)})")
         sources: dict[str, dict[str, np.ndarray]] = {}  # runs chained on the same source share its proposals
         for m in members:
             if m.chained is not None:
@@ -429,6 +432,11 @@ def source_proposals(runs: Sequence[Path], features: Any, annotations: Any, vide
             if not features:
                 raise
             members.append(load_member(Path(r), None, checkpoint, device))
+    for m in members:
+        if m.chained is not None:
+            raise ConfigError(f"{m.path}: this {m.cfg.head} run reads proposals itself, so it cannot be a source "
+                              f"run; pass --from-run with the run(s) it was trained on "
+                              f"({', '.join(r['path'] for r in m.chained['runs'])}) or another proposal run")
     mode = "mean" if can_average(members) is None else "union"
     pp = _agnostic(dataclasses.replace(members[0].cfg.postprocess, max_per_video=topk))
     pred = predict(members, annotations, videos, pp, mode=mode)

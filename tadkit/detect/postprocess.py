@@ -285,9 +285,11 @@ def proposals_to_json(results: Mapping[str, Detections], durations: Mapping[str,
     """Official ActivityNet *proposal* JSON: ``{"results": {video: [{"score", "segment"}]}}``.
 
     Like :func:`detections_to_json` without labels (what ``tadkit evaluate
-    --task proposal`` reads for AR@AN).
+    --task proposal`` reads for AR@AN); the labels of a class head's candidates are ignored.
     """
-    doc = detections_to_json(results, ["proposal"], durations, settings, version)
+    unlabelled = {vid: Detections(det.segments, det.scores, np.zeros(len(det.scores), np.int64))
+                  for vid, det in results.items()}
+    doc = detections_to_json(unlabelled, ["proposal"], durations, settings, version)
     for entries in doc["results"].values():
         for e in entries:
             del e["label"]

@@ -90,6 +90,7 @@ def train(cfg: DetectConfig, features: str | os.PathLike | Sequence[str | os.Pat
         train_ann = ann.subset(cfg.data.train_subset)
         source = make_source(cfg, stores)
         usable = usable_videos(source, train_ann, say)
+        check_instances(train_ann.select(usable), ann.classes, annotations, cfg.data.train_subset, say)
         if meta is not None and isinstance(meta.get("holdout_videos"), list):  # resumed: the same held-out videos
             held = set(meta["holdout_videos"])
             train_ids, holdout_ids = sorted(v for v in usable if v not in held), sorted(v for v in usable if v in held)
@@ -149,6 +150,22 @@ def usable_videos(source: Any, annotations: Any, say: Callable[[str], None]) -> 
         say(f"warning: {len(missing)} of the {len(annotated)} annotated training videos have no features in "
             f"{source.root} and are not used (e.g. {', '.join(missing[:3])}). {hint}".strip())
     return usable
+
+
+def check_instances(train_ann: Any, classes: Sequence[str], where: Any, subset: str,
+                    say: Callable[[str], None]) -> None:
+    """``InputError`` when the training videos (``train_ann``) hold no action instance; a warning naming
+    the ``classes`` none of them shows (the head sees no positive of those)."""
+    if not len(train_ann):
+        raise InputError(where, f"no action instance in the {len(train_ann.video_ids())} training videos with "
+                                f"features (subset {subset!r}): nothing to learn from; check data.train_subset")
+    seen = set(train_ann.instances["label_idx"].tolist())
+    unseen = [c for i, c in enumerate(classes) if i not in seen]
+    if unseen:
+        names = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        say(f"warning: {len(unseen)} of the {len(classes)} classes {'has' if len(unseen) == 1 else 'have'} no "
+            f"instance in the training videos ({names}): the head cannot learn to detect "
+            f"{'it' if len(unseen) == 1 else 'them'}")
 
 
 def split_holdout(video_ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -272,7 +289,8 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         if not path.is_file():
-            raise InputError(path, "no checkpoint to resume from")
+            raise InputError(path, "no checkpoint to resume from (the run stopped before its first epoch ended): "
+                             "rerun without --resume to start it again")
         state = load_checkpoint(path)
         load_weights(self.head, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
