@@ -182,6 +182,16 @@ def test_empty_training_set_is_a_one_line_error(data, tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_windows_that_drop_every_instance_are_a_one_line_error(data, tmp_path):
+    root, ann, feats, _ = data
+    # one instance over the whole 15 s video: a window of 16 snippets (6.4 s) holds < min_ioi of it
+    whole = tmp_path / "whole.json"
+    whole.write_text(json.dumps({"version": "x", "database": {
+        "vid00": {"subset": "training", "duration": 15.0, "annotations": [{"label": "Run", "segment": [0, 15]}]}}}))
+    with pytest.raises(InputError, match="no training samples .every window was dropped as empty"):
+        train(cfg_of(), feats, whole, tmp_path / "w", echo=None)
+
+
 def test_cli_prints_annotation_warnings_before_training(data, tmp_path):
     root, ann, feats, _ = data
     doc = json.loads(ann.read_text())
