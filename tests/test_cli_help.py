@@ -182,6 +182,12 @@ def test_config_without_show_prints_loadable_yaml(tmp_path):
     assert cfg.postprocess.sigma == 0.3 and cfg.head == "talmts"
 
 
+def test_config_with_an_unknown_head_is_an_error_not_a_printed_config(capsys):
+    assert main(["detect", "config", "--set", "head=nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown detection head 'nosuch'") and "sptad" in err and len(err.splitlines()) == 1
+
+
 def test_train_accepts_post_processing_keys_with_or_without_the_prefix():
     assert train_overrides(["sigma=0.7", "postprocess.method=gaussian", "optim.lr=1e-3"], device="cpu") == \
         ["postprocess.sigma=0.7", "postprocess.method=gaussian", "optim.lr=1e-3", "train.device=cpu"]

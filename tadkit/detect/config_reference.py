@@ -26,6 +26,7 @@ import yaml
 
 from tadkit.config import load_config, to_dict
 from tadkit.detect.config import DetectConfig, PostprocessConfig
+from tadkit.detect.heads import get_head
 from tadkit.errors import ConfigError
 
 #: The sections of a detect config that are not a head's settings.
@@ -372,6 +373,7 @@ def config_cmd(config_path: str | None, overrides: Sequence[str], show: bool, he
         click.echo(markdown_reference(), nl=False)
         return
     cfg = load_config(DetectConfig, config_path, train_overrides(overrides))
+    get_head(cfg.head)  # an unknown head is the error train would give, not a printed config
     if show:
         click.echo(format_keys(config_keys(cfg, head)), nl=False)
     else:
