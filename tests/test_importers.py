@@ -286,6 +286,18 @@ def test_hostile_npy_files_are_recorded_not_raised(tmp_path, name, write, proble
     assert report.failed[name].startswith(str(src / f"{name}.npy") + ": ") and problem in report.failed[name]
 
 
+def test_one_video_of_another_width_fails_alone_even_when_it_is_read_first(tmp_path):
+    src = tmp_path / "f"
+    src.mkdir()
+    np.save(src / "a_odd.npy", _feats(3, 6, 0))           # sorted first
+    for i in range(3):
+        np.save(src / f"b{i}.npy", _feats(3, 4, i + 1))
+    report = import_features(src, tmp_path / "s", LAYOUTS["hacs-slowfast"])
+    assert report.written == ["b0", "b1", "b2"] and list(report.failed) == ["a_odd"]
+    assert "6 channels, the store's videos have 4" in report.failed["a_odd"]
+    assert FeatureStore.open(tmp_path / "s").provenance.feature_dim == 4
+
+
 def _npy_bytes(arr: np.ndarray) -> bytes:
     import io
 

@@ -128,6 +128,10 @@ class ImportReport:
     seconds: float = 0.0
 
 
+#: readable videos whose most common feature width becomes the store's
+DIM_SAMPLE = 5
+
+
 def import_features(source: str | Path, out: str | Path, layout: Layout, *,
                     annotations: Annotations | None = None, video_info: str | Path | None = None,
                     compression: str | None = None) -> ImportReport:
@@ -148,17 +152,18 @@ def import_features(source: str | Path, out: str | Path, layout: Layout, *,
     report = ImportReport(store=Path(out))
     if annotations is not None:
         report.missing = sorted(set(annotations.videos.index) - {ids[n] for n in names})
-    dim = None
-    for name in names:  # the first readable video sets the feature dim
+    dims: list[int] = []
+    for name in names:  # the most common width of the first few readable videos: one odd file fails alone
         try:
-            dim = int(reader.read(name).shape[1])
-            break
+            dims.append(int(reader.read(name).shape[1]))
         except InputError as exc:
             report.failed[ids[name]] = str(exc)
-    if dim is None:
+        if len(dims) == DIM_SAMPLE:
+            break
+    if not dims:
         raise InputError(source, f"none of the {len(names)} feature files is readable; the first: "
                                  f"{next(iter(report.failed.values()))}")
-    prov = _provenance(layout, source, dim)
+    prov = _provenance(layout, source, max(dims, key=dims.count))
     with FeatureStore.create(out, prov) as writer:
         # joining a store checks the feature fields; the time rule lives in extras: a rerun with
         # another --offset-frames (say) would stamp the new videos differently from the old ones
@@ -178,7 +183,7 @@ def import_features(source: str | Path, out: str | Path, layout: Layout, *,
             try:
                 feats = reader.read(name)
                 if feats.shape[1] != prov.feature_dim:
-                    raise InputError(reader.where(name), f"{feats.shape[1]} channels, the first video has "
+                    raise InputError(reader.where(name), f"{feats.shape[1]} channels, the store's videos have "
                                                          f"{prov.feature_dim}")
                 video = _video(vid, feats, layout, annotations, spans, reader.where(name))
             except InputError as exc:
