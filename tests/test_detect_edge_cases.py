@@ -48,6 +48,26 @@ def test_resized_runs_of_other_lengths_are_not_averaged(data, tmp_path):
         infer([a, b], feats, tmp_path / "p.json", subset="validation", fuse="mean", echo=None)
 
 
+def test_auto_fusion_of_stores_with_other_videos_pools_and_says_why(data, tmp_path):
+    """Runs over stores that do not hold the same videos cannot be averaged: auto pools their detections
+    (with a note naming a video), an explicit --fuse mean is one error naming it."""
+    root, ann, feats = data
+    full = load_annotations(ann)
+    dropped = sorted(full.subset("validation").video_ids())[0]
+    fewer = tmp_path / "fewer"
+    synth_features(full.select([v for v in full.video_ids() if v != dropped]), fewer,
+                   SynthFeatureConfig(feature_dim=4, clip_len=4, stride=4, fps=10.0))
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(cfg_of("data.mode=window", "data.length=16"), feats, ann, a, echo=None)
+    train(cfg_of("data.mode=window", "data.length=16"), fewer, ann, b, echo=None)
+    said: list[str] = []
+    summary = infer([a, b], None, tmp_path / "p.json", subset="validation", annotations=ann, echo=said.append)
+    assert summary["fuse"] == "union" and summary["videos"] == 2
+    assert any(line.startswith("note: ") and dropped in line and "--fuse union" in line for line in said)
+    with pytest.raises(ConfigError, match=f"1 videos .e.g. {dropped}. are samples of only one"):
+        infer([a, b], None, tmp_path / "q.json", subset="validation", annotations=ann, fuse="mean", echo=None)
+
+
 def test_postprocessing_saved_proposals_needs_class_scores(data, tmp_path, capsys):
     """Raw candidates of a proposal head carry no class: re-processing them must not label them all
     with the first class."""

@@ -134,8 +134,17 @@ def infer(run: str | os.PathLike | Sequence[str | os.PathLike], features: Any = 
             mode = "mean" if can_average(members) is None else "union"
         elif mode == "mean" and len(members) > 1 and can_average(members) is not None:
             raise ConfigError(f"--fuse mean: {can_average(members)}; use --fuse union")
-        pred = predict(members, ann, mine, pp, mode=mode, raw=raw is not None,
-                       batch_size=batch_size, echo=echo if ctx.is_main else None)
+        try:
+            pred = predict(members, ann, mine, pp, mode=mode, raw=raw is not None,
+                           batch_size=batch_size, echo=echo if ctx.is_main else None)
+        except SamplesDiffer as exc:
+            if fuse != "auto" or ctx.world_size > 1:  # processes must agree: no per-shard fallback
+                raise
+            if echo and ctx.is_main:
+                echo(f"note: {exc}; pooling the runs' detections instead (--fuse union)")
+            mode = "union"
+            pred = predict(members, ann, mine, pp, mode=mode, raw=raw is not None,
+                           batch_size=batch_size, echo=echo if ctx.is_main else None)
         gathered = ctx.gather(pred)
         if not ctx.is_main:
             return {"rank": ctx.rank, "videos": len(pred.candidates)}
@@ -316,9 +325,12 @@ def predict(members: Sequence[Member], annotations: Any, videos: Sequence[str], 
     datasets = [make_dataset(m.cfg, m.source, annotations, training=False, head=m.head, proposals=m.proposals,
                              videos=videos) for m in members]
     for m, d in zip(members[1:], datasets[1:]):
-        if _sample_keys(d) != _sample_keys(datasets[0]):
-            raise ConfigError(f"{m.path}: its samples (windows) differ from {first.path}'s; raw outputs cannot "
-                              "be averaged (use --fuse union)")
+        mine, theirs = _sample_keys(d), _sample_keys(datasets[0])
+        if mine != theirs:
+            only = sorted(_videos(mine) ^ _videos(theirs))
+            why = (f"{len(only)} videos (e.g. {only[0]}) are samples of only one of it and {first.path}"
+                   if only else f"its samples (windows) differ from {first.path}'s")
+            raise SamplesDiffer(f"{m.path}: {why}; raw outputs cannot be averaged (use --fuse union)")
     bs = max(1, int(batch_size or first.cfg.data.infer_batch_size))
     loader = DataLoader(_Zipped(datasets), batch_size=bs, shuffle=False, num_workers=first.cfg.data.num_workers,
                         collate_fn=_ZipCollate([collate_fn(m.cfg, m.head) for m in members]))
@@ -356,6 +368,10 @@ def predict(members: Sequence[Member], annotations: Any, videos: Sequence[str], 
                     merged_parts.setdefault(vid, Detections.empty())
         setattr(out, name, merged_parts)
     return out
+
+
+class SamplesDiffer(ConfigError):
+    """The runs of a ``--fuse mean`` ensemble cut their stores into different samples."""
 
 
 def can_average(members: Sequence[Member]) -> str | None:
@@ -485,6 +501,11 @@ def _average(members: Sequence[Member], outputs: Sequence[dict[str, torch.Tensor
     except ValueError as exc:
         raise ConfigError(f"{', '.join(str(m.path) for m in members)}: raw outputs cannot be averaged "
                           f"({exc}); use --fuse union") from None
+
+
+def _videos(keys: Sequence[Any]) -> set[str]:
+    """The videos of :func:`_sample_keys`' samples."""
+    return {k[0] if isinstance(k, tuple) else k for k in keys}
 
 
 def _sample_keys(dataset: Any) -> list[Any]:
