@@ -15,14 +15,16 @@ resolved config so every run can be reproduced from its output directory.
 
 Ranges. A config class declares the allowed range of its numeric keys with
 :func:`config_ranges` (interval notation; list values are checked element by
-element, mapping values one by one)::
+element, nested lists too, mapping values one by one)::
 
     @config_ranges(epochs="[1, inf)", lr="(0, inf)", overlap="[0, 1)")
     @dataclass
     class Train: ...
 
 and every float value must be finite unless its range closes at ``inf``. A
-value outside gives ``key 'train.epochs' must be >= 1, got 0``.
+value outside gives ``key 'train.epochs' must be >= 1, got 0``; a config built
+in code checks the same ranges (``ValueError``) before its own ``__post_init__``,
+which keeps only the checks that tie keys together.
 """
 from __future__ import annotations
 
@@ -99,9 +101,34 @@ def config_ranges(**intervals: str) -> Callable[[type[T]], type[T]]:
         if unknown:
             raise TypeError(f"config_ranges on {cls.__name__}: no such field(s) {unknown}")
         cls.__config_ranges__ = {**getattr(cls, "__config_ranges__", {}), **parsed}  # type: ignore[attr-defined]
+        # the ranges hold for configs built in code too: checked before the class's own __post_init__
+        # (which may divide by a key), or after __init__ when it has none (the dataclass __init__
+        # calls __post_init__ only if the class had one when it was made)
+        own_post_init = getattr(cls, "__post_init__", None)
+        if own_post_init is not None:
+            def __post_init__(self: Any) -> None:
+                _check_ranges(self)
+                own_post_init(self)
+            cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+        else:
+            init = cls.__init__
+
+            def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+                init(self, *args, **kwargs)
+                _check_ranges(self)
+            cls.__init__ = __init__  # type: ignore[method-assign]
         return cls
 
     return declare
+
+
+def _check_ranges(cfg: Any) -> None:
+    """``ValueError`` if a config built in code has a key outside its declared range."""
+    for name, interval in type(cfg).__config_ranges__.items():
+        try:
+            _check_range(getattr(cfg, name), interval, name, type(cfg).__name__)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -273,9 +300,12 @@ def _check_range(value: Any, interval: Interval | None, key: str, source: str) -
     else:
         items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
     for i, x in items:
+        name = key if i is None else f"{key}[{i}]"
+        if isinstance(x, (list, tuple, Mapping)):  # nested lists (e.g. [[0, 0.15], ...]) element by element
+            _check_range(x, interval, name, source)
+            continue
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             continue
-        name = key if i is None else f"{key}[{i}]"
         if interval is not None and x not in interval:
             raise ConfigError(f"{source}: key {name!r} must be {interval.describe()}, got {x!r}")
         if isinstance(x, float) and not math.isfinite(x) and not (interval and interval.high_closed):

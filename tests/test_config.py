@@ -7,6 +7,7 @@ from typing import Literal, Optional
 import pytest
 
 from tadkit.config import config_ranges, load_config, parse_override, save_config, to_dict
+from tadkit.detect.config import MENetConfig
 from tadkit.errors import ConfigError, InputError, TadkitError
 from tadkit.files import read_json
 
@@ -139,6 +140,31 @@ def test_values_out_of_range_name_the_key_and_the_range(override, message):
 def test_values_in_range_pass_and_a_closed_inf_bound_allows_inf():
     cfg = load_config(Ranged, overrides=["epochs=1", "lr=1e-9", "overlap=0", "cap=.inf", "seed=null"])
     assert (cfg.epochs, cfg.overlap, cfg.cap, cfg.seed) == (1, 0.0, float("inf"), None)
+
+
+def test_a_config_built_in_code_checks_the_same_ranges_before_its_own_post_init():
+    with pytest.raises(ValueError, match=r"^Ranged: key 'epochs' must be >= 1, got 0$"):
+        Ranged(epochs=0)
+    with pytest.raises(ValueError, match=r"key 'mult\[head\]' must be >= 0, got -1"):
+        Ranged(mult={"head": -1.0})
+    with pytest.raises(ValueError, match=r"MENetConfig: key 'dim' must be >= 1, got 0"):
+        MENetConfig(dim=0)
+    with pytest.raises(ValueError, match="local_kernel must be odd"):    # the class's own check still runs
+        MENetConfig(local_kernel=4)
+    assert Ranged(epochs=1).epochs == 1
+
+
+@config_ranges(spans="[0, 1]")
+@dataclass
+class Nested:
+    spans: list[list[float]] = field(default_factory=lambda: [[0.0, 0.5]])
+
+
+def test_nested_lists_are_checked_element_by_element():
+    with pytest.raises(ConfigError, match=r"--set: key 'spans\[1\]\[0\]' must be in \[0, 1\], got 1.5"):
+        load_config(Nested, overrides=["spans=[[0, 0.2], [1.5, 2]]"])
+    with pytest.raises(ValueError, match=r"key 'spans\[0\]\[1\]' must be in \[0, 1\], got -0.5"):
+        Nested(spans=[[0.0, -0.5]])
 
 
 def test_ranges_apply_to_yaml_files_and_name_the_file(tmp_path):

@@ -7,7 +7,8 @@ every key can be changed from the command line with ``--set a.b=value``.
 
 Units: lengths in the data section are snippet-grid cells; learning-rate
 schedule positions are epochs. ``@config_ranges`` declares each numeric key's
-allowed range (checked when a config is loaded).
+allowed range (checked when a config is loaded or built); a ``__post_init__``
+checks only what ties keys together.
 """
 from __future__ import annotations
 
@@ -64,8 +65,6 @@ class MLTPNConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.num_thms < 1 or self.num_scales < 1 or self.num_anchors < 1:
-            raise ValueError("num_thms, num_scales and num_anchors must be at least 1")
         if self.anchor_ratios and len(self.anchor_ratios) != self.num_anchors:
             raise ValueError(f"anchor_ratios lists {len(self.anchor_ratios)} ratios but num_anchors is "
                              f"{self.num_anchors}")
@@ -132,19 +131,13 @@ class TALMTSConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.num_levels < 1 or self.tower_layers < 1:
-            raise ValueError("num_levels and tower_layers must be at least 1")
-        if self.first_stride < 1 or self.first_stride & (self.first_stride - 1):
+        if self.first_stride & (self.first_stride - 1):
             raise ValueError(f"first_stride must be a power of two, got {self.first_stride}")
-        if self.grid_size < 0 or self.patch_size < 1:
-            raise ValueError("grid_size must be >= 0 and patch_size >= 1")
         if self.grid_size and self.grid_size % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} does not divide grid_size {self.grid_size}")
         for name in ("stt_dim", "fsa_dim"):
             if getattr(self, name) % self.num_heads:
                 raise ValueError(f"{name}={getattr(self, name)} is not divisible by num_heads={self.num_heads}")
-        if not 0.0 <= self.refine_iou < 1.0:
-            raise ValueError("refine_iou must lie in [0, 1)")
 
 
 @config_ranges(hidden_1d="[1, inf)", hidden_2d="[1, inf)", hidden_3d="[1, inf)", conv_groups="[1, inf)",
@@ -191,16 +184,14 @@ class BMNConfig:
     score: Literal["product", "sqrt"] = "product"
 
     def __post_init__(self) -> None:
-        if self.lstm_layers < 0 or self.max_duration < 0:
-            raise ValueError("lstm_layers and max_duration must be non-negative")
         if self.hidden_1d % self.conv_groups:
             raise ValueError(f"hidden_1d={self.hidden_1d} is not divisible by conv_groups={self.conv_groups}")
         if self.lstm_layers and self.hidden_1d % 2:
             raise ValueError(f"a Bi-LSTM base module needs an even hidden_1d, got {self.hidden_1d}")
         if self.num_samples * self.samples_per_bin < 2:
             raise ValueError("the BM layer needs num_samples × samples_per_bin >= 2")
-        if not 0.0 <= self.reg_low <= self.reg_high < 1.0:
-            raise ValueError("need 0 <= reg_low <= reg_high < 1")
+        if self.reg_low > self.reg_high:
+            raise ValueError(f"need reg_low <= reg_high, got {self.reg_low} > {self.reg_high}")
 
 
 @config_ranges(hidden="[1, inf)", stage_ious="(0, 1)", transformer_layers="[1, inf)", num_heads="[1, inf)",
@@ -248,14 +239,12 @@ class RefineConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.stage_ious or any(not 0.0 < v < 1.0 for v in self.stage_ious):
-            raise ValueError(f"stage_ious must list IoU thresholds in (0, 1), got {self.stage_ious}")
+        if not self.stage_ious:
+            raise ValueError("stage_ious must list one IoU threshold per refine module")
         if self.transformer and self.hidden % self.num_heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by num_heads={self.num_heads}")
         if self.lstm and self.hidden % 2:
             raise ValueError(f"the RoI Bi-LSTM needs an even hidden, got {self.hidden}")
-        if self.bins < 1 or self.roi_samples < 1 or self.roi_context < 0:
-            raise ValueError("bins and roi_samples must be >= 1 and roi_context >= 0")
 
 
 @config_ranges(dim="[1, inf)", local_kernel="[1, inf)", num_layers="[1, inf)", single_layer="[-1, inf)",
@@ -312,8 +301,6 @@ class MENetConfig:
     max_candidates: int = 1000
 
     def __post_init__(self) -> None:
-        if self.num_layers < 1 or self.dim < 1 or self.asp_dim < 1 or self.align_bins < 1 or self.align_samples < 1:
-            raise ValueError("num_layers, dim, asp_dim, align_bins and align_samples must be at least 1")
         if not -1 <= self.single_layer < self.num_layers:
             raise ValueError(f"single_layer must be -1 (the pyramid) or a layer 0..{self.num_layers - 1}, "
                              f"got {self.single_layer}")
@@ -321,16 +308,10 @@ class MENetConfig:
             raise ValueError(f"scale_ranges and sampling_ratios need one entry per layer ({self.num_layers}); got "
                              f"{len(self.scale_ranges)} and {len(self.sampling_ratios)}")
         for lo_hi in self.scale_ranges:
-            if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] <= lo_hi[1] <= 1.0:
-                raise ValueError(f"each scale range is [min, max] with 0 <= min <= max <= 1, got {lo_hi}")
-        if not all(0.0 < r <= 1.0 for r in self.sampling_ratios):
-            raise ValueError(f"sampling ratios must lie in (0, 1], got {self.sampling_ratios}")
-        if self.generalization_epochs < 0 or not 0.0 < self.max_duration <= 1.0:
-            raise ValueError("generalization_epochs must be >= 0 and max_duration in (0, 1]")
-        if self.local_kernel < 1 or self.local_kernel % 2 == 0:
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise ValueError(f"each scale range is [min, max] with min <= max, got {lo_hi}")
+        if self.local_kernel % 2 == 0:
             raise ValueError(f"local_kernel must be odd, got {self.local_kernel}")
-        if self.max_candidates < 1:
-            raise ValueError("max_candidates must be at least 1")
 
 
 @config_ranges(dim="[1, inf)", num_levels="[1, inf)", num_proposals="[1, inf)", num_heads="[1, inf)",
@@ -380,8 +361,8 @@ class SPTADConfig:
     focal_gamma: float = 2.0
     prior_prob: float = 0.01
 
-    def __post_init__(self) -> None:  # the ranges above are checked when a config is loaded
-        if self.attn_heads >= 1 and self.dim % self.attn_heads:
+    def __post_init__(self) -> None:
+        if self.dim % self.attn_heads:
             raise ValueError(f"dim={self.dim} is not divisible by attn_heads={self.attn_heads}")
 
 
